@@ -1,0 +1,60 @@
+# wharf — every target installs what it needs (Debian packages, Go-built tools, crates) on first use.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/wharf
+export CARGO_TARGET_DIR ?= $(CACHE)/target
+CLUSTER_DIR ?= $(CURDIR)/.local/cluster
+export WHARF_CLUSTER_DIR := $(CLUSTER_DIR)
+IMAGE ?= wharf.local/wharf:dev
+export WHARF_IMAGE := $(IMAGE)
+PYTEST ?= python3 -m pytest
+
+.PHONY: help run test test-unit test-e2e e2e build lint fmt image cluster-up cluster-down deps tools bench clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+deps: ## install Debian packages and Go-built tools the tests use
+	@e2e/tools/install-deps.sh
+	@e2e/tools/build-go-tools.sh >/dev/null
+
+build: ## build the wharf binary (debug)
+	cargo build --locked
+
+lint: ## rustfmt check and clippy with warnings as errors
+	cargo fmt --all -- --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+run: cluster-up image ## start the local cluster (or use KUBECONFIG) and run wharf on it
+	@e2e/run.sh
+
+test: deps lint ## every test: unit, registry against real clients, end to end on a real cluster
+	cargo test --locked
+	$(PYTEST) e2e -v $(PYTEST_ARGS)
+
+test-unit: ## unit tests only
+	cargo test --locked
+
+e2e: deps ## end-to-end tests only
+	$(PYTEST) e2e -v $(PYTEST_ARGS)
+
+image: ## build wharf's OCI image without Docker and load it into the local cluster
+	@mkdir -p $(CACHE)/images
+	@e2e/images/build.sh wharf $(CACHE)/images/wharf.tar >/dev/null
+	@if [ -S $(CLUSTER_DIR)/containerd/containerd.sock ]; then \
+		ctr --address $(CLUSTER_DIR)/containerd/containerd.sock -n k8s.io images import --no-unpack $(CACHE)/images/wharf.tar >/dev/null && \
+		echo "image $(IMAGE) loaded into the local cluster"; \
+	else echo "image $(IMAGE) written to $(CACHE)/images/wharf.tar (no local cluster running to load it into)"; fi
+
+cluster-up: ## start the local Kubernetes cluster (idempotent)
+	@e2e/cluster/up.sh
+
+cluster-down: ## stop the local cluster and remove everything it created
+	@e2e/cluster/down.sh
+
+clean: cluster-down
+	rm -rf .local

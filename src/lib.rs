@@ -1,0 +1,9 @@
+//! wharf: a Kubernetes operator for container registries, and the OCI registry it runs.
+//!
+//! - `registry/`: the OCI Distribution server (`wharf registry`)
+//! - `duration.rs`, `logging.rs`: small pieces shared by every subcommand
+#![forbid(unsafe_code)]
+
+pub mod duration;
+pub mod logging;
+pub mod registry;

@@ -1,0 +1,45 @@
+//! Tag listing and the catalog, both with `n`/`last` pagination and `Link` headers.
+
+use super::{Json, Query, next_link, paginate};
+use crate::registry::Registry;
+use crate::registry::error::RegistryError;
+use crate::registry::names::RepoName;
+use crate::registry::storage::Store;
+use axum::http::header;
+use axum::response::Response;
+
+pub async fn tags<S: Store>(
+    registry: &Registry<S>,
+    repo: &RepoName,
+    query: &Query,
+) -> Result<Response, RegistryError> {
+    let all = registry
+        .store
+        .list_tags(repo)
+        .await?
+        .ok_or(RegistryError::NameUnknown)?;
+    let (page, more) = paginate(&all, query)?;
+    let mut response = Json::ok(serde_json::json!({ "name": repo.as_str(), "tags": page }));
+    if let (Some(n), Some(last)) = (more, page.last()) {
+        response.headers_mut().insert(
+            header::LINK,
+            next_link(&format!("/v2/{repo}/tags/list"), n, last),
+        );
+    }
+    Ok(response)
+}
+
+pub async fn catalog<S: Store>(
+    registry: &Registry<S>,
+    query: &Query,
+) -> Result<Response, RegistryError> {
+    let all = registry.store.list_repositories().await?;
+    let (page, more) = paginate(&all, query)?;
+    let mut response = Json::ok(serde_json::json!({ "repositories": page }));
+    if let (Some(n), Some(last)) = (more, page.last()) {
+        response
+            .headers_mut()
+            .insert(header::LINK, next_link("/v2/_catalog", n, last));
+    }
+    Ok(response)
+}

@@ -1,0 +1,329 @@
+//! The blob upload path: start (with mount or monolithic digest), PATCH chunks, PUT to finish,
+//! status and cancel. Every byte is hashed once, as it streams to storage; the hash state lives
+//! in memory between requests and is rebuilt from the stored bytes when another process (or a
+//! restarted one) continues an upload.
+
+use super::{DOCKER_CONTENT_DIGEST, Query, empty, header_str, hv};
+use crate::registry::Registry;
+use crate::registry::auth::Access;
+use crate::registry::digest::{Algorithm, Digest, Hasher};
+use crate::registry::error::RegistryError;
+use crate::registry::names::RepoName;
+use crate::registry::routes::parse_digest;
+use crate::registry::storage::{StorageError, Store};
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use std::io;
+
+fn location(repo: &RepoName, id: &str) -> String {
+    format!("/v2/{repo}/blobs/uploads/{id}")
+}
+
+/// `Range: 0-<last byte>`; an empty upload reports `0-0` as Distribution does and clients expect.
+fn range_header(len: u64) -> String {
+    format!("0-{}", len.saturating_sub(1))
+}
+
+fn in_progress(repo: &RepoName, id: &str, len: u64, status: StatusCode) -> Response {
+    empty(
+        status,
+        &[
+            ("location", hv(&location(repo, id))),
+            ("range", hv(&range_header(len))),
+            ("docker-upload-uuid", hv(id)),
+        ],
+    )
+}
+
+fn created(repo: &RepoName, digest: &Digest) -> Response {
+    empty(
+        StatusCode::CREATED,
+        &[
+            ("location", hv(&format!("/v2/{repo}/blobs/{digest}"))),
+            (DOCKER_CONTENT_DIGEST, hv(&digest.to_string())),
+        ],
+    )
+}
+
+fn upload_error(e: StorageError) -> RegistryError {
+    match e {
+        StorageError::NotFound => RegistryError::BlobUploadUnknown,
+        other => other.into(),
+    }
+}
+
+fn body_stream(body: Body) -> impl Stream<Item = io::Result<bytes::Bytes>> + Send + Unpin {
+    body.into_data_stream().map_err(io::Error::other)
+}
+
+/// The start offset of a `Content-Range: <start>-<end>` header, if present and well-formed.
+fn content_range_start(headers: &HeaderMap) -> Result<Option<u64>, RegistryError> {
+    let Some(value) = header_str(headers, header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let value = value
+        .trim()
+        .trim_start_matches("bytes ")
+        .trim_start_matches("bytes=");
+    let (start, end) = value.split_once('-').ok_or_else(|| {
+        RegistryError::BlobUploadInvalid(format!("Content-Range {value:?} is not <start>-<end>"))
+    })?;
+    let start: u64 = start.trim().parse().map_err(|_| {
+        RegistryError::BlobUploadInvalid(format!("Content-Range {value:?} is not <start>-<end>"))
+    })?;
+    let end: u64 = end.trim().parse().map_err(|_| {
+        RegistryError::BlobUploadInvalid(format!("Content-Range {value:?} is not <start>-<end>"))
+    })?;
+    if end < start {
+        return Err(RegistryError::RangeNotSatisfiable(format!(
+            "Content-Range {value:?} ends before it starts"
+        )));
+    }
+    Ok(Some(start))
+}
+
+fn is_empty_body(headers: &HeaderMap) -> bool {
+    header_str(headers, header::CONTENT_LENGTH).is_some_and(|l| l.trim() == "0")
+}
+
+pub async fn start<S: Store>(
+    registry: &Registry<S>,
+    repo: &RepoName,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, RegistryError> {
+    if let Some(mount) = query.first("mount") {
+        let digest = parse_digest(mount)?;
+        let mountable = match query.first("from") {
+            Some(from) => {
+                let from = RepoName::parse(from)?;
+                // Mounting reads the source: the caller needs pull access there too.
+                registry
+                    .auth
+                    .authorize(headers, Some(&from), Access::Pull)
+                    .is_ok()
+                    && registry.store.blob_linked(&from, &digest).await?
+            }
+            None => {
+                registry.config.mount_without_from
+                    && registry.store.blob_size(&digest).await?.is_some()
+            }
+        };
+        if mountable {
+            registry.store.link_blob(repo, &digest).await?;
+            tracing::info!(repository = %repo, digest = %digest, "blob mounted");
+            return Ok(created(repo, &digest));
+        }
+        // Spec: when the blob cannot be mounted, fall back to an ordinary upload session.
+    }
+    let id = registry.store.create_upload(repo).await?;
+    if let Some(expected) = query.first("digest") {
+        let digest = parse_digest(expected)?;
+        let mut hasher = digest.algorithm().hasher();
+        let appended = append(registry, repo, &id, 0, body, &mut hasher).await;
+        if let Err(e) = appended {
+            let _ = registry.store.cancel_upload(repo, &id).await;
+            return Err(e);
+        }
+        return verify_and_commit(registry, repo, &id, &digest, hasher).await;
+    }
+    Ok(in_progress(repo, &id, 0, StatusCode::ACCEPTED))
+}
+
+pub async fn status<S: Store>(
+    registry: &Registry<S>,
+    repo: &RepoName,
+    id: &str,
+) -> Result<Response, RegistryError> {
+    let len = registry
+        .store
+        .upload_len(repo, id)
+        .await
+        .map_err(upload_error)?;
+    Ok(in_progress(repo, id, len, StatusCode::NO_CONTENT))
+}
+
+pub async fn patch<S: Store>(
+    registry: &Registry<S>,
+    repo: &RepoName,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, RegistryError> {
+    let len = registry
+        .store
+        .upload_len(repo, id)
+        .await
+        .map_err(upload_error)?;
+    if let Some(start) = content_range_start(headers)?
+        && start != len
+    {
+        return Ok(in_progress(
+            repo,
+            id,
+            len,
+            StatusCode::RANGE_NOT_SATISFIABLE,
+        ));
+    }
+    let mut hasher = resume_hasher(registry, repo, id, len, Algorithm::Sha256).await?;
+    match append(registry, repo, id, len, body, &mut hasher).await {
+        Ok(new_len) => {
+            registry.upload_hashes.put(id, new_len, hasher);
+            Ok(in_progress(repo, id, new_len, StatusCode::ACCEPTED))
+        }
+        Err(RegistryError::Storage(StorageError::OffsetMismatch { actual, .. })) => Ok(
+            in_progress(repo, id, actual, StatusCode::RANGE_NOT_SATISFIABLE),
+        ),
+        Err(RegistryError::Storage(StorageError::UploadBusy)) => Ok(in_progress(
+            repo,
+            id,
+            len,
+            StatusCode::RANGE_NOT_SATISFIABLE,
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn finish<S: Store>(
+    registry: &Registry<S>,
+    repo: &RepoName,
+    id: &str,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, RegistryError> {
+    let digest = parse_digest(query.first("digest").ok_or_else(|| {
+        RegistryError::BlobUploadInvalid(
+            "the digest query parameter is required to finish an upload".into(),
+        )
+    })?)?;
+    let len = registry
+        .store
+        .upload_len(repo, id)
+        .await
+        .map_err(upload_error)?;
+    if let Some(start) = content_range_start(headers)?
+        && start != len
+    {
+        return Ok(in_progress(
+            repo,
+            id,
+            len,
+            StatusCode::RANGE_NOT_SATISFIABLE,
+        ));
+    }
+    let mut hasher = resume_hasher(registry, repo, id, len, digest.algorithm()).await?;
+    if !is_empty_body(headers) {
+        append(registry, repo, id, len, body, &mut hasher).await?;
+    }
+    verify_and_commit(registry, repo, id, &digest, hasher).await
+}
+
+pub async fn cancel<S: Store>(
+    registry: &Registry<S>,
+    repo: &RepoName,
+    id: &str,
+) -> Result<Response, RegistryError> {
+    registry
+        .store
+        .cancel_upload(repo, id)
+        .await
+        .map_err(upload_error)?;
+    registry.upload_hashes.take(id);
+    Ok(empty(StatusCode::NO_CONTENT, &[]))
+}
+
+async fn append<S: Store>(
+    registry: &Registry<S>,
+    repo: &RepoName,
+    id: &str,
+    offset: u64,
+    body: Body,
+    hasher: &mut Hasher,
+) -> Result<u64, RegistryError> {
+    let _in_flight = registry.metrics.upload_started();
+    let result = registry
+        .store
+        .append_upload(repo, id, offset, body_stream(body), &mut |chunk| {
+            hasher.update(chunk)
+        })
+        .await
+        .map_err(upload_error);
+    if let Ok(new_len) = result {
+        registry.metrics.bytes_received(new_len - offset);
+    }
+    result
+}
+
+/// The hash state for an upload at `len` bytes: the one kept in memory when it matches, else
+/// rebuilt from the stored bytes (another replica or a restart wrote them).
+async fn resume_hasher<S: Store>(
+    registry: &Registry<S>,
+    repo: &RepoName,
+    id: &str,
+    len: u64,
+    algorithm_if_new: Algorithm,
+) -> Result<Hasher, RegistryError> {
+    if len == 0 {
+        registry.upload_hashes.take(id);
+        return Ok(algorithm_if_new.hasher());
+    }
+    if let Some(hasher) = registry.upload_hashes.take_at(id, len) {
+        return Ok(hasher);
+    }
+    rehash(registry, repo, id, algorithm_if_new).await
+}
+
+async fn rehash<S: Store>(
+    registry: &Registry<S>,
+    repo: &RepoName,
+    id: &str,
+    algorithm: Algorithm,
+) -> Result<Hasher, RegistryError> {
+    let mut hasher = algorithm.hasher();
+    let mut stored = registry
+        .store
+        .read_upload(repo, id)
+        .await
+        .map_err(upload_error)?;
+    while let Some(chunk) = stored.stream.next().await {
+        let chunk = chunk.map_err(|e| StorageError::Io {
+            path: format!("upload {id}"),
+            source: e,
+        })?;
+        hasher.update(&chunk);
+    }
+    Ok(hasher)
+}
+
+async fn verify_and_commit<S: Store>(
+    registry: &Registry<S>,
+    repo: &RepoName,
+    id: &str,
+    digest: &Digest,
+    hasher: Hasher,
+) -> Result<Response, RegistryError> {
+    // Chunks were hashed as sha256 before the client named its algorithm: hash once more only
+    // in that rare case (a chunked sha512 upload).
+    let hasher = if hasher.algorithm() == digest.algorithm() {
+        hasher
+    } else {
+        rehash(registry, repo, id, digest.algorithm()).await?
+    };
+    let actual = hasher.finish();
+    if &actual != digest {
+        tracing::info!(repository = %repo, expected = %digest, actual = %actual, "upload digest mismatch; upload discarded");
+        let _ = registry.store.cancel_upload(repo, id).await;
+        return Err(RegistryError::DigestMismatch);
+    }
+    registry
+        .store
+        .commit_upload(repo, id, digest)
+        .await
+        .map_err(upload_error)?;
+    tracing::debug!(repository = %repo, digest = %digest, "blob stored");
+    Ok(created(repo, digest))
+}

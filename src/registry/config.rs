@@ -1,0 +1,292 @@
+//! Registry configuration: a YAML file, overridden by flags and `WHARF_REGISTRY_*` environment
+//! variables, over defaults that make `wharf registry --storage ./data` a working registry.
+
+use crate::duration;
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("listen address {0:?} is not HOST:PORT or :PORT")]
+    Listen(String),
+    #[error("TLS needs both a certificate and a key file")]
+    TlsIncomplete,
+}
+
+/// Flags of `wharf registry`. Each also reads an environment variable.
+#[derive(Debug, Args, Default)]
+pub struct RegistryArgs {
+    /// YAML configuration file; flags and environment variables override it.
+    #[arg(long, env = "WHARF_REGISTRY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for the filesystem storage.
+    #[arg(long, env = "WHARF_REGISTRY_STORAGE")]
+    pub storage: Option<PathBuf>,
+    /// Address to serve on, HOST:PORT or :PORT [default: :5000].
+    #[arg(long, env = "WHARF_REGISTRY_LISTEN")]
+    pub listen: Option<String>,
+    /// htpasswd file (bcrypt entries) enabling basic auth.
+    #[arg(long, env = "WHARF_REGISTRY_HTPASSWD")]
+    pub htpasswd: Option<PathBuf>,
+    /// Let unauthenticated clients pull when auth is on.
+    #[arg(long, env = "WHARF_REGISTRY_ANONYMOUS_PULL", num_args = 0..=1, default_missing_value = "true")]
+    pub anonymous_pull: Option<bool>,
+    /// Refuse every write.
+    #[arg(long, env = "WHARF_REGISTRY_READ_ONLY", num_args = 0..=1, default_missing_value = "true")]
+    pub read_only: Option<bool>,
+    /// Allow manifest and blob deletion [default: true].
+    #[arg(long, env = "WHARF_REGISTRY_DELETES", num_args = 0..=1, default_missing_value = "true")]
+    pub deletes: Option<bool>,
+    /// Accept manifests whose layers or child manifests are not in the repository.
+    #[arg(long, env = "WHARF_REGISTRY_ALLOW_SPARSE_MANIFESTS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_sparse_manifests: Option<bool>,
+    /// PEM certificate chain; serving TLS, reloaded when the file changes.
+    #[arg(long, env = "WHARF_REGISTRY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "WHARF_REGISTRY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Log format: json or text [default: json].
+    #[arg(long, env = "WHARF_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    read_only: Option<bool>,
+    #[serde(default)]
+    storage: FileStorage,
+    #[serde(default)]
+    auth: FileAuth,
+    tls: Option<FileTls>,
+    #[serde(default)]
+    log: FileLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileStorage {
+    #[serde(default)]
+    filesystem: FileFilesystem,
+    deletes: Option<bool>,
+    allow_sparse_manifests: Option<bool>,
+    mount_without_from: Option<bool>,
+    #[serde(default)]
+    uploads: FileUploads,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileFilesystem {
+    root: Option<PathBuf>,
+    fsync: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileUploads {
+    #[serde(default, with = "duration::serde_opt")]
+    purge_after: Option<Duration>,
+    #[serde(default, with = "duration::serde_opt")]
+    purge_interval: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileAuth {
+    htpasswd: Option<PathBuf>,
+    realm: Option<String>,
+    anonymous_pull: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileLog {
+    format: Option<String>,
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub storage_root: PathBuf,
+    pub fsync: bool,
+    pub deletes_enabled: bool,
+    pub allow_sparse_manifests: bool,
+    /// `POST ?mount=<digest>` without `from`: link any blob the registry holds. Knowing a digest
+    /// is then enough to read it, as with Zot and the spec's "automatic content discovery".
+    pub mount_without_from: bool,
+    pub upload_purge_after: Duration,
+    pub upload_purge_interval: Duration,
+    pub read_only: bool,
+    pub htpasswd: Option<PathBuf>,
+    pub realm: String,
+    pub anonymous_pull: bool,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub log_json: bool,
+}
+
+pub fn parse_listen(s: &str) -> Result<SocketAddr, ConfigError> {
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
+    full.parse().map_err(|_| ConfigError::Listen(s.to_owned()))
+}
+
+impl Config {
+    pub fn resolve(args: &RegistryArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                serde_saphyr::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let listen = parse_listen(
+            args.listen
+                .as_deref()
+                .or(file.listen.as_deref())
+                .unwrap_or(":5000"),
+        )?;
+        let tls = match (
+            args.tls_cert
+                .clone()
+                .or(file.tls.as_ref().map(|t| t.cert_file.clone())),
+            args.tls_key
+                .clone()
+                .or(file.tls.as_ref().map(|t| t.key_file.clone())),
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err(ConfigError::TlsIncomplete),
+        };
+        let log_format = args
+            .log_format
+            .clone()
+            .or(file.log.format)
+            .unwrap_or_else(|| "json".into());
+        Ok(Config {
+            listen,
+            storage_root: args
+                .storage
+                .clone()
+                .or(file.storage.filesystem.root)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            fsync: file.storage.filesystem.fsync.unwrap_or(false),
+            deletes_enabled: args.deletes.or(file.storage.deletes).unwrap_or(true),
+            allow_sparse_manifests: args
+                .allow_sparse_manifests
+                .or(file.storage.allow_sparse_manifests)
+                .unwrap_or(false),
+            mount_without_from: file.storage.mount_without_from.unwrap_or(true),
+            upload_purge_after: file
+                .storage
+                .uploads
+                .purge_after
+                .unwrap_or(Duration::from_secs(24 * 3600)),
+            upload_purge_interval: file
+                .storage
+                .uploads
+                .purge_interval
+                .unwrap_or(Duration::from_secs(3600)),
+            read_only: args.read_only.or(file.read_only).unwrap_or(false),
+            htpasswd: args.htpasswd.clone().or(file.auth.htpasswd),
+            realm: file.auth.realm.unwrap_or_else(|| "wharf".into()),
+            anonymous_pull: args
+                .anonymous_pull
+                .or(file.auth.anonymous_pull)
+                .unwrap_or(false),
+            tls,
+            log_json: log_format != "text",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_serve_on_5000() {
+        let c = Config::resolve(&RegistryArgs::default()).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:5000".parse().unwrap());
+        assert!(c.deletes_enabled && !c.read_only && c.htpasswd.is_none() && c.tls.is_none());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "listen: 127.0.0.1:6000\nreadOnly: true\nstorage:\n  filesystem: {root: /srv, fsync: true}\n  deletes: false\n  uploads: {purgeAfter: 2h}\nauth: {htpasswd: /etc/h, anonymousPull: true}\n",
+        )
+        .unwrap();
+        let mut args = RegistryArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:6000".parse().unwrap());
+        assert_eq!(c.storage_root, PathBuf::from("/srv"));
+        assert!(c.fsync && c.read_only && !c.deletes_enabled && c.anonymous_pull);
+        assert_eq!(c.upload_purge_after, Duration::from_secs(7200));
+        args.listen = Some(":7000".into());
+        args.read_only = Some(false);
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(c.listen.port(), 7000);
+        assert!(!c.read_only);
+    }
+
+    #[test]
+    fn clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "storage:\n  filesytem: {}\n").unwrap();
+        let err = Config::resolve(&RegistryArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("filesytem"), "{err}");
+        let err = Config::resolve(&RegistryArgs {
+            listen: Some("nope".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Listen(_)));
+        let err = Config::resolve(&RegistryArgs {
+            tls_cert: Some("/c".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::TlsIncomplete));
+    }
+}

@@ -1,0 +1,177 @@
+//! What the API needs from storage, as one trait. The filesystem backend is the embedded default;
+//! an object-store backend implements the same operations with conditional puts in place of
+//! renames, so nothing above this trait assumes a local disk or a single process.
+
+pub mod fs;
+
+use super::digest::Digest;
+use super::names::{RepoName, Tag};
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use std::future::Future;
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("not found")]
+    NotFound,
+    #[error("upload offset is {actual}, not {expected}")]
+    OffsetMismatch { expected: u64, actual: u64 },
+    #[error("upload is being written by another request")]
+    UploadBusy,
+    #[error("I/O error on {path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("stored metadata is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// A blob's bytes, or a byte range of them, as a stream.
+pub struct BlobBody {
+    pub len: u64,
+    pub stream: BoxStream<'static, io::Result<Bytes>>,
+}
+
+/// A manifest as stored: its exact bytes and the media type it was pushed with.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub bytes: Bytes,
+    pub media_type: String,
+}
+
+pub trait Store: Send + Sync + 'static {
+    /// Size of a blob in the global content store, if present.
+    fn blob_size(&self, digest: &Digest)
+    -> impl Future<Output = StorageResult<Option<u64>>> + Send;
+    /// Streams `range` (inclusive start, exclusive end) of a blob, or all of it.
+    fn read_blob(
+        &self,
+        digest: &Digest,
+        range: Option<(u64, u64)>,
+    ) -> impl Future<Output = StorageResult<BlobBody>> + Send;
+
+    fn create_upload(&self, repo: &RepoName) -> impl Future<Output = StorageResult<String>> + Send;
+    /// Bytes received so far; `NotFound` when the upload does not exist for this repository.
+    fn upload_len(
+        &self,
+        repo: &RepoName,
+        id: &str,
+    ) -> impl Future<Output = StorageResult<u64>> + Send;
+    /// Appends a stream at `offset` (which must equal the current length), passing every chunk to
+    /// `observe` (the hasher) in order. Returns the new length.
+    fn append_upload<S>(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        offset: u64,
+        body: S,
+        observe: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> impl Future<Output = StorageResult<u64>> + Send
+    where
+        S: futures_util::Stream<Item = io::Result<Bytes>> + Send + Unpin;
+    /// Streams what was received so far (to rebuild a hash state after a restart).
+    fn read_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+    ) -> impl Future<Output = StorageResult<BlobBody>> + Send;
+    /// Makes the upload's content the blob `digest` (already verified) and links it into `repo`.
+    fn commit_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+    fn cancel_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+    /// Removes uploads untouched for longer than `max_age`; returns how many.
+    fn purge_uploads(
+        &self,
+        max_age: std::time::Duration,
+    ) -> impl Future<Output = StorageResult<usize>> + Send;
+
+    fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+    fn blob_linked(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+    /// Returns whether the link existed.
+    fn unlink_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+
+    /// Stores manifest bytes (already hashed to `digest`) and links them into `repo`.
+    fn put_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        manifest: &StoredManifest,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+    fn get_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<Option<StoredManifest>>> + Send;
+    /// Returns whether the manifest was linked. Tags pointing to it are removed first.
+    fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+
+    fn set_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+    fn get_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> impl Future<Output = StorageResult<Option<Digest>>> + Send;
+    fn delete_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+    /// Sorted tags; `None` when the repository does not exist.
+    fn list_tags(
+        &self,
+        repo: &RepoName,
+    ) -> impl Future<Output = StorageResult<Option<Vec<String>>>> + Send;
+    /// Every repository holding content, sorted.
+    fn list_repositories(&self) -> impl Future<Output = StorageResult<Vec<String>>> + Send;
+
+    /// Records that manifest `referrer` (described by `descriptor`, JSON) has `subject` as subject.
+    fn add_referrer(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        referrer: &Digest,
+        descriptor: &[u8],
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+    fn remove_referrer(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        referrer: &Digest,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+    /// Descriptors (JSON) of the manifests whose subject is `subject`.
+    fn list_referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> impl Future<Output = StorageResult<Vec<Bytes>>> + Send;
+}
