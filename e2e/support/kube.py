@@ -1,0 +1,91 @@
+"""The cluster under test: the one KUBECONFIG names, or the local one that e2e/cluster/up.sh starts."""
+
+import base64
+import json
+import os
+import subprocess
+import time
+
+from .procs import CACHE, REPO, run
+
+CLUSTER_DIR = os.environ.get("WHARF_CLUSTER_DIR", os.path.join(REPO, ".local", "cluster"))
+
+
+def _env_value(name):
+    with open(os.path.join(REPO, "e2e", "cluster", "config.env")) as f:
+        for line in f:
+            if line.startswith(name + "="):
+                return line.split("=", 1)[1].strip()
+    raise KeyError(name)
+
+
+class Cluster:
+    """`local` is True when this test run started (and owns) the cluster."""
+
+    def __init__(self, kubeconfig, local):
+        self.kubeconfig = kubeconfig
+        self.local = local
+        self.kubectl_bin = os.path.join(CLUSTER_DIR, "bin", "kubectl") if local else "kubectl"
+        self.node_ip = _env_value("NODE_IP") if local else None
+
+    def kubectl(self, *args, check=True, input=None, timeout=300):
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig}
+        p = subprocess.run([self.kubectl_bin, *args], capture_output=True, text=True, env=env, input=input, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} exited {p.returncode}: {p.stderr.strip()}")
+        return p
+
+    def apply(self, manifest, namespace=None):
+        args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
+        return self.kubectl(*args, input=manifest if isinstance(manifest, str) else json.dumps(manifest))
+
+    def get(self, kind, name, namespace=None):
+        args = ["get", kind, name, "-o", "json"] + (["-n", namespace] if namespace else [])
+        p = self.kubectl(*args, check=False)
+        return json.loads(p.stdout) if p.returncode == 0 else None
+
+    def wait(self, condition, target, namespace, timeout=120):
+        self.kubectl("wait", f"--for={condition}", target, "-n", namespace, f"--timeout={timeout}s", timeout=timeout + 30)
+
+    def wait_until(self, what, predicate, timeout=120, interval=0.5):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+    def load_image(self, archive):
+        """Makes an image archive available to the cluster's nodes."""
+        if self.local:
+            sock = os.path.join(CLUSTER_DIR, "containerd", "containerd.sock")
+            run(["ctr", "--address", sock, "-n", "k8s.io", "images", "import", "--no-unpack", archive])
+        elif os.environ.get("KIND_CLUSTER_NAME"):
+            run(["kind", "load", "image-archive", archive, "--name", os.environ["KIND_CLUSTER_NAME"]])
+        else:
+            raise AssertionError(
+                "cannot load images into the cluster KUBECONFIG names: set KIND_CLUSTER_NAME for kind, "
+                "or preload wharf.local/* images on its nodes"
+            )
+
+    def trust_http_registry(self, address):
+        """Lets the local node's containerd pull from a plain-HTTP registry (hosts.toml)."""
+        d = os.path.join(CLUSTER_DIR, "certs.d", address)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "hosts.toml"), "w") as f:
+            f.write(f'server = "http://{address}"\n\n[host."http://{address}"]\n  capabilities = ["pull", "resolve"]\n')
+
+
+def dockerconfigjson(registry, user, password):
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    config = {"auths": {registry: {"username": user, "password": password, "auth": auth}}}
+    return base64.b64encode(json.dumps(config).encode()).decode()
+
+
+def build_image(kind):
+    """Builds one of e2e/images/build.sh's images into the cache; returns (name, archive)."""
+    os.makedirs(os.path.join(CACHE, "images"), exist_ok=True)
+    archive = os.path.join(CACHE, "images", f"{kind}.tar")
+    name = run([os.path.join(REPO, "e2e", "images", "build.sh"), kind, archive], timeout=1800).stdout.strip()
+    return name, archive

@@ -1,0 +1,82 @@
+"""A `wharf registry` process for a test: its own storage, port, optional auth and TLS."""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+
+from .procs import free_port, run, wait_http
+
+
+def write_htpasswd(path, users):
+    """bcrypt entries made by Apache's own htpasswd tool (apache2-utils)."""
+    lines = [run(["htpasswd", "-nbB", "-C", "5", user, password]).stdout.strip() for user, password in users.items()]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+class Registry:
+    def __init__(self, binary, host="127.0.0.1", port=None, storage=None, users=None, args=(), env=None):
+        self.binary = binary
+        self.host = host
+        self.port = port or free_port(host if host != "0.0.0.0" else "127.0.0.1")
+        self.tmp = tempfile.mkdtemp(prefix="wharf-registry-")
+        self.storage = storage or os.path.join(self.tmp, "data")
+        self.users = users or {}
+        self.extra_args = list(args)
+        self.env = env or {}
+        self.proc = None
+        self.log_path = os.path.join(self.tmp, "registry.log")
+
+    @property
+    def address(self):
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self):
+        return f"http://{self.address}"
+
+    def start(self):
+        args = [self.binary, "registry", "--storage", self.storage, "--listen", self.address, *self.extra_args]
+        if self.users:
+            path = os.path.join(self.tmp, "htpasswd")
+            write_htpasswd(path, self.users)
+            args += ["--htpasswd", path]
+        env = {**os.environ, "WHARF_LOG": "info", **self.env}
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_http(f"{self.url}/healthz")
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"wharf registry did not start: {self.logs()}")
+        return self
+
+    def kill(self):
+        """SIGKILL: the crash the storage must survive."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def logs(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-6000:]
+        except OSError:
+            return ""
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
