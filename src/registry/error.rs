@@ -28,8 +28,6 @@ pub enum RegistryError {
     ManifestTooLarge(usize),
     #[error("manifest unknown to registry")]
     ManifestUnknown,
-    #[error("manifest unknown: {0}")]
-    ManifestUnknownDigest(String),
     #[error("{0}")]
     NameInvalid(#[from] NameError),
     #[error("repository name not known to registry")]
@@ -60,7 +58,7 @@ impl RegistryError {
             ManifestBlobUnknown(_) => ("MANIFEST_BLOB_UNKNOWN", StatusCode::BAD_REQUEST),
             ManifestInvalid(_) => ("MANIFEST_INVALID", StatusCode::BAD_REQUEST),
             ManifestTooLarge(_) => ("SIZE_INVALID", StatusCode::PAYLOAD_TOO_LARGE),
-            ManifestUnknown | ManifestUnknownDigest(_) => {
+            ManifestUnknown => {
                 ("MANIFEST_UNKNOWN", StatusCode::NOT_FOUND)
             }
             NameInvalid(_) => ("NAME_INVALID", StatusCode::BAD_REQUEST),
