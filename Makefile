@@ -29,7 +29,7 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt:
 	cargo fmt --all
 
-run: cluster-up image ## start the local cluster (or use KUBECONFIG) and run wharf on it
+run: ## start the local cluster (or use KUBECONFIG's) and run wharf's registry on it
 	@e2e/run.sh
 
 test: deps lint ## every test: unit, registry against real clients, end to end on a real cluster

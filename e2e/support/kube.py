@@ -3,6 +3,7 @@
 import base64
 import json
 import os
+import shutil
 import subprocess
 import time
 
@@ -25,7 +26,8 @@ class Cluster:
     def __init__(self, kubeconfig, local):
         self.kubeconfig = kubeconfig
         self.local = local
-        self.kubectl_bin = os.path.join(CLUSTER_DIR, "bin", "kubectl") if local else "kubectl"
+        # The kubectl built with the local cluster, else the one on PATH.
+        self.kubectl_bin = os.path.join(CLUSTER_DIR, "bin", "kubectl") if local else (shutil.which("kubectl") or "kubectl")
         self.node_ip = _env_value("NODE_IP") if local else None
 
     def kubectl(self, *args, check=True, input=None, timeout=300):

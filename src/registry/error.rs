@@ -58,9 +58,7 @@ impl RegistryError {
             ManifestBlobUnknown(_) => ("MANIFEST_BLOB_UNKNOWN", StatusCode::BAD_REQUEST),
             ManifestInvalid(_) => ("MANIFEST_INVALID", StatusCode::BAD_REQUEST),
             ManifestTooLarge(_) => ("SIZE_INVALID", StatusCode::PAYLOAD_TOO_LARGE),
-            ManifestUnknown => {
-                ("MANIFEST_UNKNOWN", StatusCode::NOT_FOUND)
-            }
+            ManifestUnknown => ("MANIFEST_UNKNOWN", StatusCode::NOT_FOUND),
             NameInvalid(_) => ("NAME_INVALID", StatusCode::BAD_REQUEST),
             NameUnknown => ("NAME_UNKNOWN", StatusCode::NOT_FOUND),
             SizeInvalid(_) => ("SIZE_INVALID", StatusCode::BAD_REQUEST),

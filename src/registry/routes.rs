@@ -100,7 +100,9 @@ pub fn parse_digest(s: &str) -> Result<Digest, RegistryError> {
 
 fn parse_reference(s: &str) -> Result<Reference, RegistryError> {
     if s.contains(':') {
-        Ok(Reference::Digest(s.parse().map_err(RegistryError::DigestInvalid)?))
+        Ok(Reference::Digest(
+            s.parse().map_err(RegistryError::DigestInvalid)?,
+        ))
     } else {
         Ok(Reference::Tag(Tag::parse(s)?))
     }
