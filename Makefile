@@ -56,5 +56,8 @@ cluster-up: ## start the local Kubernetes cluster (idempotent)
 cluster-down: ## stop the local cluster and remove everything it created
 	@e2e/cluster/down.sh
 
+bench: ## wharf vs the reference registry side by side (../shared/bench); writes docs/benchmarks.md
+	@e2e/bench/run.sh
+
 clean: cluster-down
 	rm -rf .local

@@ -2,6 +2,7 @@
 
 import os
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -25,13 +26,14 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
-def wait_http(url, timeout=20, expect=(200, 401)):
+def wait_http(url, timeout=20, expect=(200, 401), cafile=None):
     """Waits until `url` answers with one of `expect`; bounded by `timeout` seconds."""
+    context = ssl.create_default_context(cafile=cafile) if cafile else None
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2, context=context) as r:
                 if r.status in expect:
                     return
         except urllib.error.HTTPError as e:

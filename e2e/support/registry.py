@@ -17,7 +17,7 @@ def write_htpasswd(path, users):
 
 
 class Registry:
-    def __init__(self, binary, host="127.0.0.1", port=None, storage=None, users=None, args=(), env=None):
+    def __init__(self, binary, host="127.0.0.1", port=None, storage=None, users=None, args=(), env=None, tls=None):
         self.binary = binary
         self.host = host
         self.port = port or free_port(host if host != "0.0.0.0" else "127.0.0.1")
@@ -25,6 +25,7 @@ class Registry:
         self.storage = storage or os.path.join(self.tmp, "data")
         self.users = users or {}
         self.extra_args = list(args)
+        self.tls = tls  # (cert, key) PEM paths: serve HTTPS
         self.env = env or {}
         self.proc = None
         self.log_path = os.path.join(self.tmp, "registry.log")
@@ -35,7 +36,7 @@ class Registry:
 
     @property
     def url(self):
-        return f"http://{self.address}"
+        return f"{'https' if self.tls else 'http'}://{self.address}"
 
     def start(self):
         args = [self.binary, "registry", "--storage", self.storage, "--listen", self.address, *self.extra_args]
@@ -43,11 +44,13 @@ class Registry:
             path = os.path.join(self.tmp, "htpasswd")
             write_htpasswd(path, self.users)
             args += ["--htpasswd", path]
+        if self.tls:
+            args += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
         env = {**os.environ, "WHARF_LOG": "info", **self.env}
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         try:
-            wait_http(f"{self.url}/healthz")
+            wait_http(f"{self.url}/healthz", cafile=self.tls[0] if self.tls else None)
         except AssertionError:
             self.stop()
             raise AssertionError(f"wharf registry did not start: {self.logs()}")

@@ -162,8 +162,17 @@ impl FsStore {
         cache.insert(digest.clone(), bytes.clone());
     }
 
-    async fn read_small(path: &Path) -> StorageResult<Option<Vec<u8>>> {
-        not_found_is_none(tokio::fs::read(path).await).map_err(io_err(path))
+    /// Reads a file of a few dozen bytes (a tag, a link) inline: for such files, a read from the
+    /// page cache costs a few microseconds, less than handing it to the blocking pool and back.
+    /// These reads are the whole cost of a manifest GET.
+    fn read_small(path: &Path) -> StorageResult<Option<Vec<u8>>> {
+        not_found_is_none(std::fs::read(path)).map_err(io_err(path))
+    }
+
+    fn exists(path: &Path) -> StorageResult<bool> {
+        Ok(not_found_is_none(std::fs::metadata(path))
+            .map_err(io_err(path))?
+            .is_some())
     }
 }
 
@@ -235,7 +244,7 @@ impl Drop for UploadGuard<'_> {
 impl Store for FsStore {
     async fn blob_size(&self, digest: &Digest) -> StorageResult<Option<u64>> {
         let path = self.blob_path(digest);
-        Ok(not_found_is_none(tokio::fs::metadata(&path).await)
+        Ok(not_found_is_none(std::fs::metadata(&path))
             .map_err(io_err(&path))?
             .map(|m| m.len()))
     }
@@ -430,15 +439,14 @@ impl Store for FsStore {
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> StorageResult<()> {
         let link = self.layer_link(repo, digest);
-        if tokio::fs::try_exists(&link).await.unwrap_or(false) {
+        if Self::exists(&link)? {
             return Ok(());
         }
         self.write_atomic(&link, b"").await
     }
 
     async fn blob_linked(&self, repo: &RepoName, digest: &Digest) -> StorageResult<bool> {
-        let link = self.layer_link(repo, digest);
-        tokio::fs::try_exists(&link).await.map_err(io_err(&link))
+        Self::exists(&self.layer_link(repo, digest))
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> StorageResult<bool> {
@@ -473,7 +481,7 @@ impl Store for FsStore {
         repo: &RepoName,
         digest: &Digest,
     ) -> StorageResult<Option<StoredManifest>> {
-        let Some(media_type) = Self::read_small(&self.revision_link(repo, digest)).await? else {
+        let Some(media_type) = Self::read_small(&self.revision_link(repo, digest))? else {
             return Ok(None);
         };
         let media_type = String::from_utf8(media_type)
@@ -487,7 +495,7 @@ impl Store for FsStore {
         let bytes = match cached {
             Some(b) => b,
             None => {
-                let Some(b) = Self::read_small(&self.blob_path(digest)).await? else {
+                let Some(b) = Self::read_small(&self.blob_path(digest))? else {
                     return Ok(None);
                 };
                 let b = Bytes::from(b);
@@ -530,7 +538,7 @@ impl Store for FsStore {
 
     async fn get_tag(&self, repo: &RepoName, tag: &Tag) -> StorageResult<Option<Digest>> {
         let path = self.tags_dir(repo).join(tag.as_str());
-        match Self::read_small(&path).await? {
+        match Self::read_small(&path)? {
             None => Ok(None),
             Some(raw) => std::str::from_utf8(&raw)
                 .ok()
@@ -653,7 +661,7 @@ impl Store for FsStore {
         names.sort_unstable();
         let mut out = Vec::with_capacity(names.len());
         for name in names {
-            if let Some(bytes) = Self::read_small(&dir.join(&name)).await? {
+            if let Some(bytes) = Self::read_small(&dir.join(&name))? {
                 out.push(Bytes::from(bytes));
             }
         }
