@@ -8,7 +8,7 @@ packages=(
     # images without Docker, a static shell for test pods, TLS tooling
     busybox-static openssl ca-certificates
     # real registry clients and the benchmark's reference server and load generators
-    skopeo podman docker-registry wrk apache2-utils
+    skopeo podman docker-registry wrk apache2-utils nginx-light
     # C toolchain for static builds (the pause binary) and musl-free static Rust linking
     build-essential pkg-config curl jq
 )

@@ -122,12 +122,13 @@ pub async fn start<S: Store>(
     let id = registry.store.create_upload(repo).await?;
     if let Some(expected) = query.first("digest") {
         let digest = parse_digest(expected)?;
-        let mut hasher = digest.algorithm().hasher();
-        let appended = append(registry, repo, &id, 0, body, &mut hasher).await;
-        if let Err(e) = appended {
-            let _ = registry.store.cancel_upload(repo, &id).await;
-            return Err(e);
-        }
+        let hasher = match append(registry, repo, &id, 0, body, digest.algorithm().hasher()).await {
+            Ok((_, hasher)) => hasher,
+            Err(e) => {
+                let _ = registry.store.cancel_upload(repo, &id).await;
+                return Err(e);
+            }
+        };
         return verify_and_commit(registry, repo, &id, &digest, hasher).await;
     }
     Ok(in_progress(repo, &id, 0, StatusCode::ACCEPTED))
@@ -168,9 +169,9 @@ pub async fn patch<S: Store>(
             StatusCode::RANGE_NOT_SATISFIABLE,
         ));
     }
-    let mut hasher = resume_hasher(registry, repo, id, len, Algorithm::Sha256).await?;
-    match append(registry, repo, id, len, body, &mut hasher).await {
-        Ok(new_len) => {
+    let hasher = resume_hasher(registry, repo, id, len, Algorithm::Sha256).await?;
+    match append(registry, repo, id, len, body, hasher).await {
+        Ok((new_len, hasher)) => {
             registry.upload_hashes.put(id, new_len, hasher);
             Ok(in_progress(repo, id, new_len, StatusCode::ACCEPTED))
         }
@@ -217,7 +218,7 @@ pub async fn finish<S: Store>(
     }
     let mut hasher = resume_hasher(registry, repo, id, len, digest.algorithm()).await?;
     if !is_empty_body(headers) {
-        append(registry, repo, id, len, body, &mut hasher).await?;
+        hasher = append(registry, repo, id, len, body, hasher).await?.1;
     }
     verify_and_commit(registry, repo, id, &digest, hasher).await
 }
@@ -242,17 +243,15 @@ async fn append<S: Store>(
     id: &str,
     offset: u64,
     body: Body,
-    hasher: &mut Hasher,
-) -> Result<u64, RegistryError> {
+    hasher: Hasher,
+) -> Result<(u64, Hasher), RegistryError> {
     let _in_flight = registry.metrics.upload_started();
     let result = registry
         .store
-        .append_upload(repo, id, offset, body_stream(body), &mut |chunk| {
-            hasher.update(chunk)
-        })
+        .append_upload(repo, id, offset, body_stream(body), hasher)
         .await
         .map_err(upload_error);
-    if let Ok(new_len) = result {
+    if let Ok((new_len, _)) = &result {
         registry.metrics.bytes_received(new_len - offset);
     }
     result

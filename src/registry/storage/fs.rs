@@ -14,18 +14,22 @@
 //! crash leaves at most an unreferenced temporary or an unlinked blob, never a partial one.
 
 use super::{BlobBody, StorageError, StorageResult, Store, StoredManifest};
-use crate::registry::digest::Digest;
+use crate::registry::digest::{Digest, Hasher};
 use crate::registry::names::{RepoName, Tag};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-/// Reads and writes move in pieces of this size: large enough that per-call overhead vanishes,
+/// Uploads larger than this are hashed and written on threads of their own.
+const PIPELINE_THRESHOLD: usize = 1 << 20;
+/// Received chunks queued between the pipeline's stages (each up to hyper's read buffer size).
+const PIPELINE_QUEUE: usize = 32;
+/// Reads move in pieces of this size: large enough that per-call overhead vanishes,
 /// small enough to stay in cache.
 const IO_CHUNK: usize = 1 << 20;
 /// Blobs up to this size are read in one call rather than streamed from a reader thread.
@@ -200,15 +204,20 @@ fn stream_file(path: PathBuf, start: u64, len: u64) -> StorageResult<BlobBody> {
             return;
         }
         while remaining > 0 {
-            let want = remaining.min(IO_CHUNK as u64) as usize;
-            let mut buf = BytesMut::zeroed(want);
-            match file.read_exact(&mut buf) {
-                Ok(()) => {
-                    remaining -= want as u64;
+            let want = remaining.min(IO_CHUNK as u64);
+            // Read into fresh capacity: read_to_end fills it without zeroing it first.
+            let mut buf = Vec::with_capacity(want as usize);
+            match (&mut file).take(want).read_to_end(&mut buf) {
+                Ok(n) if n as u64 == want => {
+                    remaining -= want;
                     // The receiver is gone when the client hung up: stop reading.
-                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                         return;
                     }
+                }
+                Ok(_) => {
+                    let _ = tx.blocking_send(Err(io::ErrorKind::UnexpectedEof.into()));
+                    return;
                 }
                 Err(e) => {
                     let _ = tx.blocking_send(Err(e));
@@ -295,8 +304,8 @@ impl Store for FsStore {
         id: &str,
         offset: u64,
         mut body: S,
-        observe: &mut (dyn FnMut(&[u8]) + Send),
-    ) -> StorageResult<u64>
+        mut hasher: Hasher,
+    ) -> StorageResult<(u64, Hasher)>
     where
         S: futures_util::Stream<Item = io::Result<Bytes>> + Send + Unpin,
     {
@@ -314,35 +323,27 @@ impl Store for FsStore {
             id: id.to_owned(),
         };
         let path = dir.join("data");
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .await
-            .map_err(io_err(&path))?;
-        let actual = file.metadata().await.map_err(io_err(&path))?.len();
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+        let actual = file.metadata().map_err(io_err(&path))?.len();
         if actual != offset {
-            return Err(StorageError::OffsetMismatch {
-                expected: offset,
-                actual,
-            });
+            return Err(StorageError::OffsetMismatch { expected: offset, actual });
         }
-        file.seek(SeekFrom::Start(offset))
-            .await
-            .map_err(io_err(&path))?;
-        let mut written = offset;
-        let mut pending = BytesMut::with_capacity(IO_CHUNK);
+        file.seek(SeekFrom::Start(offset)).map_err(io_err(&path))?;
+
+        // Small bodies (most layers of most images, every config) are hashed and written inline:
+        // for them, handing chunks to other threads costs more than it saves.
+        let mut head: Vec<Bytes> = Vec::new();
+        let mut head_len = 0;
         let mut failure = None;
+        let mut rest_follows = false;
         while let Some(chunk) = body.next().await {
             match chunk {
                 Ok(chunk) => {
-                    // Hash here while the previous piece is written by tokio's blocking pool:
-                    // one pass over the bytes, hashing and writing overlapped.
-                    observe(&chunk);
-                    pending.extend_from_slice(&chunk);
-                    if pending.len() >= IO_CHUNK {
-                        file.write_all(&pending).await.map_err(io_err(&path))?;
-                        written += pending.len() as u64;
-                        pending.clear();
+                    head_len += chunk.len();
+                    head.push(chunk);
+                    if head_len >= PIPELINE_THRESHOLD {
+                        rest_follows = true;
+                        break;
                     }
                 }
                 Err(e) => {
@@ -351,17 +352,77 @@ impl Store for FsStore {
                 }
             }
         }
-        // What was observed is always written, so a resumed upload continues from a file that
-        // matches every byte the client managed to send.
-        file.write_all(&pending).await.map_err(io_err(&path))?;
-        written += pending.len() as u64;
-        file.flush().await.map_err(io_err(&path))?;
-        if self.fsync {
-            file.sync_data().await.map_err(io_err(&path))?;
+        if !rest_follows {
+            // What was received is always stored, so that a resumed upload continues from a file
+            // that matches every byte the client managed to send.
+            for chunk in &head {
+                hasher.update(chunk);
+                file.write_all(chunk).map_err(io_err(&path))?;
+            }
+            if self.fsync {
+                file.sync_data().map_err(io_err(&path))?;
+            }
+            return match failure {
+                Some(e) => Err(io_err(&path)(e)),
+                None => Ok((offset + head_len as u64, hasher)),
+            };
         }
+
+        // Large bodies: receive here, hash on one blocking thread, write on another, so that the
+        // three overlap on the machine's cores; the received buffers are handed on, never copied.
+        let (to_hash, mut hash_queue) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_QUEUE);
+        let (to_write, mut write_queue) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_QUEUE);
+        let hashing = tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = hash_queue.blocking_recv() {
+                hasher.update(&chunk);
+                if to_write.blocking_send(chunk).is_err() {
+                    break; // the writer failed; its error is reported below
+                }
+            }
+            hasher
+        });
+        let fsync = self.fsync;
+        let writing = tokio::task::spawn_blocking(move || -> io::Result<u64> {
+            let mut written = 0u64;
+            while let Some(chunk) = write_queue.blocking_recv() {
+                file.write_all(&chunk)?;
+                written += chunk.len() as u64;
+            }
+            if fsync {
+                file.sync_data()?;
+            }
+            Ok(written)
+        });
+        let mut pending = head.into_iter();
+        loop {
+            let next = match pending.next() {
+                Some(chunk) => Some(Ok(chunk)),
+                None => body.next().await,
+            };
+            match next {
+                Some(Ok(chunk)) => {
+                    if to_hash.send(chunk).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    failure = Some(e);
+                    break;
+                }
+                None => break,
+            }
+        }
+        drop(to_hash);
+        let hasher = hashing
+            .await
+            .map_err(|e| StorageError::Corrupt(format!("upload hasher failed: {e}")))?;
+        let written = writing
+            .await
+            .map_err(|e| StorageError::Corrupt(format!("upload writer failed: {e}")))?
+            .map_err(io_err(&path))?;
         match failure {
             Some(e) => Err(io_err(&path)(e)),
-            None => Ok(written),
+            None => Ok((offset + written, hasher)),
         }
     }
 

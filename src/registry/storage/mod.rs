@@ -4,7 +4,7 @@
 
 pub mod fs;
 
-use super::digest::Digest;
+use super::digest::{Digest, Hasher};
 use super::names::{RepoName, Tag};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -58,16 +58,17 @@ pub trait Store: Send + Sync + 'static {
         repo: &RepoName,
         id: &str,
     ) -> impl Future<Output = StorageResult<u64>> + Send;
-    /// Appends a stream at `offset` (which must equal the current length), passing every chunk to
-    /// `observe` (the hasher) in order. Returns the new length.
+    /// Appends a stream at `offset` (which must equal the current length), feeding every byte to
+    /// `hasher` in order as it is stored: one pass over the data. Returns the new length and the
+    /// hasher. On error the hasher is gone; whatever was stored can be re-read to rebuild it.
     fn append_upload<S>(
         &self,
         repo: &RepoName,
         id: &str,
         offset: u64,
         body: S,
-        observe: &mut (dyn FnMut(&[u8]) + Send),
-    ) -> impl Future<Output = StorageResult<u64>> + Send
+        hasher: Hasher,
+    ) -> impl Future<Output = StorageResult<(u64, Hasher)>> + Send
     where
         S: futures_util::Stream<Item = io::Result<Bytes>> + Send + Unpin;
     /// Streams what was received so far (to rebuild a hash state after a restart).
