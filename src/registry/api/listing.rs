@@ -18,7 +18,7 @@ pub async fn tags<S: Store>(
         .list_tags(repo)
         .await?
         .ok_or(RegistryError::NameUnknown)?;
-    let (page, more) = paginate(&all, query)?;
+    let (page, more) = paginate(all.as_slice(), query)?;
     let mut response = Json::ok(serde_json::json!({ "name": repo.as_str(), "tags": page }));
     if let (Some(n), Some(last)) = (more, page.last()) {
         response.headers_mut().insert(

@@ -43,6 +43,51 @@ pub struct FsStore {
     fsync: bool,
     uploads_in_progress: Mutex<HashSet<String>>,
     manifest_cache: Mutex<HashMap<Digest, Bytes>>,
+    tag_lists: TagListCache,
+}
+
+/// Sorted tag lists by repository, each valid while its tags directory's modification time is
+/// unchanged: a stat instead of a directory read, and correct when other processes write the
+/// same storage. Timestamps are coarse (a clock tick), so a listing taken within
+/// `RACY_WINDOW` of the directory's last change is not cached: a second change in the same
+/// tick could otherwise go unseen.
+#[derive(Default)]
+struct TagListCache(Mutex<HashMap<RepoName, (SystemTime, Arc<Vec<String>>)>>);
+
+const RACY_WINDOW: Duration = Duration::from_millis(100);
+const TAG_LIST_CACHE_ENTRIES: usize = 1024;
+
+impl TagListCache {
+    fn get(&self, repo: &RepoName, modified: Option<SystemTime>) -> Option<Arc<Vec<String>>> {
+        let modified = modified?;
+        let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.get(repo) {
+            Some((at, tags)) if *at == modified => Some(tags.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, repo: &RepoName, modified: Option<SystemTime>, tags: &Arc<Vec<String>>) {
+        let Some(modified) = modified else { return };
+        let settled = SystemTime::now()
+            .duration_since(modified)
+            .is_ok_and(|age| age > RACY_WINDOW);
+        if !settled {
+            return;
+        }
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= TAG_LIST_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(repo.clone(), (modified, tags.clone()));
+    }
+
+    fn forget(&self, repo: &RepoName) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(repo);
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
@@ -71,6 +116,7 @@ impl FsStore {
             fsync,
             uploads_in_progress: Mutex::new(HashSet::new()),
             manifest_cache: Mutex::new(HashMap::new()),
+            tag_lists: TagListCache::default(),
         }))
     }
 
@@ -323,10 +369,16 @@ impl Store for FsStore {
             id: id.to_owned(),
         };
         let path = dir.join("data");
-        let mut file = std::fs::OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         let actual = file.metadata().map_err(io_err(&path))?.len();
         if actual != offset {
-            return Err(StorageError::OffsetMismatch { expected: offset, actual });
+            return Err(StorageError::OffsetMismatch {
+                expected: offset,
+                actual,
+            });
         }
         file.seek(SeekFrom::Start(offset)).map_err(io_err(&path))?;
 
@@ -574,6 +626,7 @@ impl Store for FsStore {
         }
         // Tags first: a tag must never point to a manifest that is gone.
         let tags_dir = self.tags_dir(repo);
+        self.tag_lists.forget(repo);
         let wanted = digest.to_string();
         if let Some(mut entries) =
             not_found_is_none(tokio::fs::read_dir(&tags_dir).await).map_err(io_err(&tags_dir))?
@@ -611,32 +664,40 @@ impl Store for FsStore {
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StorageResult<bool> {
         let path = self.tags_dir(repo).join(tag.as_str());
-        Ok(not_found_is_none(tokio::fs::remove_file(&path).await)
-            .map_err(io_err(&path))?
-            .is_some())
+        let removed = not_found_is_none(tokio::fs::remove_file(&path).await);
+        self.tag_lists.forget(repo);
+        Ok(removed.map_err(io_err(&path))?.is_some())
     }
 
-    async fn list_tags(&self, repo: &RepoName) -> StorageResult<Option<Vec<String>>> {
-        let repo_dir = self.repo_dir(repo);
+    async fn list_tags(&self, repo: &RepoName) -> StorageResult<Option<Arc<Vec<String>>>> {
         let tags_dir = self.tags_dir(repo);
-        tokio::task::spawn_blocking(move || -> StorageResult<Option<Vec<String>>> {
-            let entries = match std::fs::read_dir(&tags_dir) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Ok(repo_dir.is_dir().then(Vec::new));
-                }
-                Err(e) => return Err(io_err(&tags_dir)(e)),
-            };
-            let mut tags: Vec<String> = entries
+        let modified = match std::fs::metadata(&tags_dir) {
+            Ok(m) => m.modified().ok(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let exists = Self::exists(&self.repo_dir(repo))?;
+                return Ok(exists.then(|| Arc::new(Vec::new())));
+            }
+            Err(e) => return Err(io_err(&tags_dir)(e)),
+        };
+        if let Some(cached) = self.tag_lists.get(repo, modified) {
+            return Ok(Some(cached));
+        }
+        let dir = tags_dir.clone();
+        let tags = tokio::task::spawn_blocking(move || -> StorageResult<Vec<String>> {
+            let mut tags: Vec<String> = std::fs::read_dir(&dir)
+                .map_err(io_err(&dir))?
                 .filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|name| !name.starts_with('.'))
                 .collect();
             tags.sort_unstable();
-            Ok(Some(tags))
+            Ok(tags)
         })
         .await
-        .map_err(|e| StorageError::Corrupt(format!("listing task failed: {e}")))?
+        .map_err(|e| StorageError::Corrupt(format!("listing task failed: {e}")))??;
+        let tags = Arc::new(tags);
+        self.tag_lists.put(repo, modified, &tags);
+        Ok(Some(tags))
     }
 
     async fn list_repositories(&self) -> StorageResult<Vec<String>> {
@@ -727,5 +788,182 @@ impl Store for FsStore {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::digest::Algorithm;
+
+    fn repo(name: &str) -> RepoName {
+        RepoName::parse(name).unwrap()
+    }
+
+    fn tag(name: &str) -> Tag {
+        Tag::parse(name).unwrap()
+    }
+
+    async fn upload(store: &FsStore, repo: &RepoName, data: &[u8]) -> Digest {
+        let id = store.create_upload(repo).await.unwrap();
+        let body = futures_util::stream::iter(vec![Ok(Bytes::copy_from_slice(data))]);
+        let (len, hasher) = store
+            .append_upload(repo, &id, 0, body, Algorithm::Sha256.hasher())
+            .await
+            .unwrap();
+        assert_eq!(len, data.len() as u64);
+        let digest = hasher.finish();
+        store.commit_upload(repo, &id, &digest).await.unwrap();
+        digest
+    }
+
+    #[tokio::test]
+    async fn tag_lists_follow_writes_from_this_and_other_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = FsStore::new(dir.path(), false).unwrap();
+        let b = FsStore::new(dir.path(), false).unwrap(); // another replica on the same storage
+        let r = repo("team/app");
+        assert_eq!(
+            a.list_tags(&r).await.unwrap(),
+            None,
+            "no such repository yet"
+        );
+        let d = upload(&a, &r, b"manifest-ish").await;
+        assert_eq!(
+            a.list_tags(&r).await.unwrap(),
+            Some(Arc::new(vec![])),
+            "a repository with a blob and no tags"
+        );
+        a.set_tag(&r, &tag("v1"), &d).await.unwrap();
+        assert_eq!(
+            *a.list_tags(&r).await.unwrap().unwrap(),
+            vec!["v1".to_string()]
+        );
+        // Let the directory's timestamp settle so that the listing is cached, then change it
+        // through the other store: the cache must notice.
+        tokio::time::sleep(RACY_WINDOW * 2).await;
+        assert_eq!(a.list_tags(&r).await.unwrap().unwrap().len(), 1);
+        assert!(
+            a.tag_lists
+                .get(
+                    &r,
+                    std::fs::metadata(a.tags_dir(&r)).unwrap().modified().ok()
+                )
+                .is_some()
+        );
+        b.set_tag(&r, &tag("v2"), &d).await.unwrap();
+        assert_eq!(
+            *a.list_tags(&r).await.unwrap().unwrap(),
+            vec!["v1".to_string(), "v2".to_string()]
+        );
+        b.delete_tag(&r, &tag("v1")).await.unwrap();
+        assert_eq!(
+            *a.list_tags(&r).await.unwrap().unwrap(),
+            vec!["v2".to_string()]
+        );
+    }
+
+    #[tokio::test]
+    async fn offsets_uploads_and_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::new(dir.path(), true).unwrap();
+        let r = repo("a");
+        let id = store.create_upload(&r).await.unwrap();
+        let chunk = |b: &'static [u8]| futures_util::stream::iter(vec![Ok(Bytes::from_static(b))]);
+        let (len, hasher) = store
+            .append_upload(&r, &id, 0, chunk(b"abc"), Algorithm::Sha256.hasher())
+            .await
+            .unwrap();
+        assert_eq!(len, 3);
+        assert!(matches!(
+            store
+                .append_upload(&r, &id, 5, chunk(b"x"), Algorithm::Sha256.hasher())
+                .await,
+            Err(StorageError::OffsetMismatch {
+                expected: 5,
+                actual: 3
+            })
+        ));
+        // An upload id is bound to its repository.
+        assert!(matches!(
+            store.upload_len(&repo("b"), &id).await,
+            Err(StorageError::NotFound)
+        ));
+        assert!(matches!(
+            store.upload_len(&r, "../../etc").await,
+            Err(StorageError::NotFound)
+        ));
+        let (_, hasher) = store
+            .append_upload(&r, &id, 3, chunk(b"def"), hasher)
+            .await
+            .unwrap();
+        assert_eq!(hasher.finish(), Digest::of(Algorithm::Sha256, b"abcdef"));
+        assert_eq!(
+            store
+                .purge_uploads(Duration::from_secs(3600))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(store.purge_uploads(Duration::ZERO).await.unwrap(), 1);
+        assert!(matches!(
+            store.upload_len(&r, &id).await,
+            Err(StorageError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn large_bodies_go_through_the_pipeline_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::new(dir.path(), false).unwrap();
+        let r = repo("big");
+        let data: Vec<u8> = (0..(5 << 20) + 12345)
+            .map(|i: u32| (i % 251) as u8)
+            .collect();
+        let id = store.create_upload(&r).await.unwrap();
+        let chunks: Vec<io::Result<Bytes>> = data
+            .chunks(100_003)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let (len, hasher) = store
+            .append_upload(
+                &r,
+                &id,
+                0,
+                futures_util::stream::iter(chunks),
+                Algorithm::Sha512.hasher(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(len, data.len() as u64);
+        let digest = hasher.finish();
+        assert_eq!(digest, Digest::of(Algorithm::Sha512, &data));
+        store.commit_upload(&r, &id, &digest).await.unwrap();
+        let mut body = store.read_blob(&digest, Some((7, 5 << 20))).await.unwrap();
+        let mut read = Vec::new();
+        while let Some(c) = body.stream.next().await {
+            read.extend_from_slice(&c.unwrap());
+        }
+        assert_eq!(read, &data[7..5 << 20]);
+    }
+
+    #[tokio::test]
+    async fn interrupted_body_keeps_exactly_what_arrived() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::new(dir.path(), false).unwrap();
+        let r = repo("cut");
+        let id = store.create_upload(&r).await.unwrap();
+        let big = Bytes::from(vec![1u8; 3 << 20]);
+        let body = futures_util::stream::iter(vec![
+            Ok(big.clone()),
+            Err(io::Error::other("client went away")),
+        ]);
+        assert!(
+            store
+                .append_upload(&r, &id, 0, body, Algorithm::Sha256.hasher())
+                .await
+                .is_err()
+        );
+        assert_eq!(store.upload_len(&r, &id).await.unwrap(), big.len() as u64);
     }
 }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -151,7 +152,7 @@ pub trait Store: Send + Sync + 'static {
     fn list_tags(
         &self,
         repo: &RepoName,
-    ) -> impl Future<Output = StorageResult<Option<Vec<String>>>> + Send;
+    ) -> impl Future<Output = StorageResult<Option<Arc<Vec<String>>>>> + Send;
     /// Every repository holding content, sorted.
     fn list_repositories(&self) -> impl Future<Output = StorageResult<Vec<String>>> + Send;
 
