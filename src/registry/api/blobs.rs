@@ -61,18 +61,7 @@ pub async fn get<S: Store>(
     };
     let mut response = match ranges {
         None => {
-            let body = if with_body {
-                let blob = registry
-                    .store
-                    .read_blob(digest, None)
-                    .await
-                    .map_err(blob_error)?;
-                registry.metrics.bytes_sent(blob.len);
-                Body::from_stream(blob.stream)
-            } else {
-                Body::empty()
-            };
-            let mut r = Response::new(body);
+            let mut r = Response::new(body(registry, digest, None, with_body).await?);
             r.headers_mut()
                 .insert(header::CONTENT_LENGTH, hv(&size.to_string()));
             r.headers_mut().insert(
@@ -83,18 +72,7 @@ pub async fn get<S: Store>(
         }
         Some(ranges) if ranges.len() == 1 => {
             let (start, end) = ranges[0];
-            let body = if with_body {
-                let blob = registry
-                    .store
-                    .read_blob(digest, Some((start, end)))
-                    .await
-                    .map_err(blob_error)?;
-                registry.metrics.bytes_sent(blob.len);
-                Body::from_stream(blob.stream)
-            } else {
-                Body::empty()
-            };
-            let mut r = Response::new(body);
+            let mut r = Response::new(body(registry, digest, Some((start, end)), with_body).await?);
             *r.status_mut() = StatusCode::PARTIAL_CONTENT;
             let h = r.headers_mut();
             h.insert(header::CONTENT_LENGTH, hv(&(end - start).to_string()));
@@ -112,6 +90,25 @@ pub async fn get<S: Store>(
     };
     common(&mut response);
     Ok(response)
+}
+
+/// The blob (or a range of it) as a streamed body; empty for HEAD.
+async fn body<S: Store>(
+    registry: &Registry<S>,
+    digest: &Digest,
+    range: Option<(u64, u64)>,
+    with_body: bool,
+) -> Result<Body, RegistryError> {
+    if !with_body {
+        return Ok(Body::empty());
+    }
+    let blob = registry
+        .store
+        .read_blob(digest, range)
+        .await
+        .map_err(blob_error)?;
+    registry.metrics.bytes_sent(blob.len);
+    Ok(Body::from_stream(blob.stream))
 }
 
 async fn multipart<S: Store>(

@@ -18,6 +18,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -99,12 +101,14 @@ pub async fn dispatch<S: Store>(
         _ => "invalid",
     };
     registry.metrics.request_started();
+    let request_id = request_id(request.headers());
     let response = match route {
         None => not_found(),
         Some(Err(e)) => e.into_response(),
         Some(Ok(route)) => {
-            let span = tracing::debug_span!(
+            let span = tracing::info_span!(
                 "request",
+                request_id = %request_id,
                 route = route.kind(),
                 repository = route.repository().map(|r| r.as_str()),
                 user = tracing::field::Empty,
@@ -123,10 +127,35 @@ pub async fn dispatch<S: Store>(
         "docker-distribution-api-version",
         HeaderValue::from_static("registry/2.0"),
     );
+    tracing::debug!(
+        request_id = %request_id,
+        method = %method,
+        path = %path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "access"
+    );
     registry
         .metrics
         .request_finished(route_kind, &method, response.status(), started.elapsed());
     response
+}
+
+/// The caller's `X-Request-Id` when it is a sane token (so proxies' ids correlate), else a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    if let Some(given) = header_str(headers, "x-request-id")
+        && !given.is_empty()
+        && given.len() <= 64
+        && given
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    {
+        return given.to_owned();
+    }
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_owned());
+    format!("{prefix}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 fn not_found() -> Response {
@@ -290,6 +319,21 @@ mod tests {
         assert_eq!(q.first("x"), Some(""));
         assert_eq!(q.first("missing"), None);
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn request_ids() {
+        let mut headers = HeaderMap::new();
+        let a = request_id(&headers);
+        let b = request_id(&headers);
+        assert_ne!(a, b);
+        headers.insert("x-request-id", HeaderValue::from_static("proxy-123.abc"));
+        assert_eq!(request_id(&headers), "proxy-123.abc");
+        headers.insert(
+            "x-request-id",
+            HeaderValue::from_static("bad id with spaces"),
+        );
+        assert_ne!(request_id(&headers), "bad id with spaces");
     }
 
     #[test]

@@ -154,21 +154,10 @@ pub async fn patch<S: Store>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, RegistryError> {
-    let len = registry
-        .store
-        .upload_len(repo, id)
-        .await
-        .map_err(upload_error)?;
-    if let Some(start) = content_range_start(headers)?
-        && start != len
-    {
-        return Ok(in_progress(
-            repo,
-            id,
-            len,
-            StatusCode::RANGE_NOT_SATISFIABLE,
-        ));
-    }
+    let len = match offset_for(registry, repo, id, headers).await? {
+        Ok(len) => len,
+        Err(out_of_order) => return Ok(out_of_order),
+    };
     let hasher = resume_hasher(registry, repo, id, len, Algorithm::Sha256).await?;
     match append(registry, repo, id, len, body, hasher).await {
         Ok((new_len, hasher)) => {
@@ -201,26 +190,39 @@ pub async fn finish<S: Store>(
             "the digest query parameter is required to finish an upload".into(),
         )
     })?)?;
-    let len = registry
-        .store
-        .upload_len(repo, id)
-        .await
-        .map_err(upload_error)?;
-    if let Some(start) = content_range_start(headers)?
-        && start != len
-    {
-        return Ok(in_progress(
-            repo,
-            id,
-            len,
-            StatusCode::RANGE_NOT_SATISFIABLE,
-        ));
-    }
+    let len = match offset_for(registry, repo, id, headers).await? {
+        Ok(len) => len,
+        Err(out_of_order) => return Ok(out_of_order),
+    };
     let mut hasher = resume_hasher(registry, repo, id, len, digest.algorithm()).await?;
     if !is_empty_body(headers) {
         hasher = append(registry, repo, id, len, body, hasher).await?.1;
     }
     verify_and_commit(registry, repo, id, &digest, hasher).await
+}
+
+/// The upload's current length, or the 416 answer (with the range received so far) when the
+/// request's `Content-Range` does not start exactly there.
+async fn offset_for<S: Store>(
+    registry: &Registry<S>,
+    repo: &RepoName,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Result<u64, Response>, RegistryError> {
+    let len = registry
+        .store
+        .upload_len(repo, id)
+        .await
+        .map_err(upload_error)?;
+    match content_range_start(headers)? {
+        Some(start) if start != len => Ok(Err(in_progress(
+            repo,
+            id,
+            len,
+            StatusCode::RANGE_NOT_SATISFIABLE,
+        ))),
+        _ => Ok(Ok(len)),
+    }
 }
 
 pub async fn cancel<S: Store>(

@@ -23,7 +23,6 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::io::AsyncWriteExt;
 
 /// Uploads larger than this are hashed and written on threads of their own.
 const PIPELINE_THRESHOLD: usize = 1 << 20;
@@ -52,7 +51,10 @@ pub struct FsStore {
 /// `RACY_WINDOW` of the directory's last change is not cached: a second change in the same
 /// tick could otherwise go unseen.
 #[derive(Default)]
-struct TagListCache(Mutex<HashMap<RepoName, (SystemTime, Arc<Vec<String>>)>>);
+struct TagListCache(Mutex<HashMap<RepoName, CachedTags>>);
+
+/// The tags directory's modification time when it was listed, and the sorted listing.
+type CachedTags = (SystemTime, Arc<Vec<String>>);
 
 const RACY_WINDOW: Duration = Duration::from_millis(100);
 const TAG_LIST_CACHE_ENTRIES: usize = 1024;
@@ -171,24 +173,33 @@ impl FsStore {
         }
     }
 
+    /// Writes a small file so that readers see either nothing or all of it: the bytes go to a
+    /// temporary file that is renamed into place only after the write has completed. (One
+    /// blocking task for the whole sequence: tokio's File acknowledges a write before the bytes
+    /// reach the file, so renaming after it could publish an empty file.)
     async fn write_atomic(&self, path: &Path, contents: &[u8]) -> StorageResult<()> {
-        let dir = path.parent().expect("storage paths always have a parent");
-        let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-        let write = async {
-            tokio::fs::create_dir_all(dir).await?;
-            let mut f = tokio::fs::File::create(&tmp).await?;
-            f.write_all(contents).await?;
-            if self.fsync {
-                f.sync_data().await?;
-            }
-            drop(f);
-            tokio::fs::rename(&tmp, path).await
-        };
-        if let Err(e) = write.await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(io_err(path)(e));
-        }
-        Ok(())
+        let path = path.to_owned();
+        let contents = contents.to_vec();
+        let fsync = self.fsync;
+        tokio::task::spawn_blocking(move || {
+            let dir = path.parent().expect("storage paths always have a parent");
+            let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+            let write = || -> io::Result<()> {
+                std::fs::create_dir_all(dir)?;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&contents)?;
+                if fsync {
+                    f.sync_data()?;
+                }
+                std::fs::rename(&tmp, &path)
+            };
+            write().map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                io_err(&path)(e)
+            })
+        })
+        .await
+        .map_err(|e| StorageError::Corrupt(format!("write task failed: {e}")))?
     }
 
     async fn check_upload_owner(&self, repo: &RepoName, id: &str) -> StorageResult<PathBuf> {
@@ -861,6 +872,22 @@ mod tests {
             *a.list_tags(&r).await.unwrap().unwrap(),
             vec!["v2".to_string()]
         );
+    }
+
+    /// Regression: a file published by rename must never be seen empty or partial, even when it
+    /// is read the instant the write returns (tags, links and upload owners all rely on it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn published_files_are_complete_the_moment_they_are_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::new(dir.path(), false).unwrap();
+        let r = repo("race");
+        for i in 0..500u32 {
+            let digest = Digest::of(Algorithm::Sha256, &i.to_le_bytes());
+            store.set_tag(&r, &tag("t"), &digest).await.unwrap();
+            assert_eq!(store.get_tag(&r, &tag("t")).await.unwrap(), Some(digest));
+            let id = store.create_upload(&r).await.unwrap();
+            assert_eq!(store.upload_len(&r, &id).await.unwrap(), 0);
+        }
     }
 
     #[tokio::test]
