@@ -47,6 +47,14 @@ def test_wrong_digest_is_digest_invalid_and_stores_nothing(seeded):
     assert status == 404
 
 
+def test_malformed_digest_on_single_post_leaves_no_upload(seeded):
+    registry, client = seeded
+    before = storage_snapshot(registry.storage, parts=("blobs", "repositories", "uploads"))
+    status, _, body = client.request("POST", "/v2/errors/app/blobs/uploads/?digest=sha256:short", b"data")
+    assert (status, error_code(body)) == (400, "DIGEST_INVALID")
+    assert storage_snapshot(registry.storage, parts=("blobs", "repositories", "uploads")) == before
+
+
 def test_truncated_upload_stores_no_blob_and_can_resume(seeded):
     registry, client = seeded
     before = storage_snapshot(registry.storage)
@@ -144,6 +152,11 @@ def test_bad_auth_is_401_with_a_challenge(wharf_bin):
                 assert error_code(body) == "UNAUTHORIZED"
                 assert headers["www-authenticate"].startswith("Basic realm=")
         assert Client(registry.address, "alice", "right-password").request("GET", "/v2/")[0] == 200
+        # Metrics need credentials too; health probes do not.
+        assert Client(registry.address).request("GET", "/metrics")[0] == 401
+        assert Client(registry.address, "alice", "right-password").request("GET", "/metrics")[0] == 200
+        assert Client(registry.address).request("GET", "/healthz")[0] == 200
+        assert Client(registry.address).request("GET", "/readyz")[0] == 200
         unchanged(registry, before)
         assert "right-password" not in registry.logs() and "wrong" not in registry.logs()
     finally:

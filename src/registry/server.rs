@@ -3,15 +3,16 @@
 
 use super::Registry;
 use super::api;
-use super::auth::{Auth, AuthError};
+use super::auth::{Access, Auth, AuthError};
 use super::config::{Config, ConfigError, RegistryArgs};
 use super::storage::Store;
 use super::storage::fs::FsStore;
 use super::tls::{self, TlsError};
 use axum::Router;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
@@ -65,11 +66,20 @@ async fn readyz<S: Store>(State(registry): State<Arc<Registry<S>>>) -> impl Into
     }
 }
 
-async fn metrics<S: Store>(State(registry): State<Arc<Registry<S>>>) -> impl IntoResponse {
+/// Metrics need the same credentials as the API when auth is on (they reveal repository
+/// activity); the health endpoints stay open for kubelet probes and reveal nothing.
+async fn metrics<S: Store>(
+    State(registry): State<Arc<Registry<S>>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = registry.auth.authorize(&headers, None, Access::Pull) {
+        return denied.into_response();
+    }
     (
         [("content-type", "text/plain; version=0.0.4")],
         registry.metrics.render(),
     )
+        .into_response()
 }
 
 pub async fn run(args: RegistryArgs) -> Result<(), ServerError> {

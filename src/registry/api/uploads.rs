@@ -119,9 +119,10 @@ pub async fn start<S: Store>(
         }
         // Spec: when the blob cannot be mounted, fall back to an ordinary upload session.
     }
+    // Validate before creating anything, so a bad request leaves no upload behind.
+    let monolithic = query.first("digest").map(parse_digest).transpose()?;
     let id = registry.store.create_upload(repo).await?;
-    if let Some(expected) = query.first("digest") {
-        let digest = parse_digest(expected)?;
+    if let Some(digest) = monolithic {
         let hasher = match append(registry, repo, &id, 0, body, digest.algorithm().hasher()).await {
             Ok((_, hasher)) => hasher,
             Err(e) => {
