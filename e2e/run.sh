@@ -28,8 +28,8 @@ cat <<MSG
 
 wharf registry is running in namespace wharf-system (Service registry, port 5000).
   export KUBECONFIG=$KUBECONFIG
-  kubectl -n wharf-system port-forward service/registry 5000:5000 &
-  skopeo copy --dest-tls-verify=false docker-archive:image.tar docker://localhost:5000/my/app:1   # or podman/oras/crane
+  ${kubectl[*]} -n wharf-system port-forward service/registry 5000:5000 &
+  skopeo copy --dest-tls-verify=false oci-archive:IMAGE.tar docker://localhost:5000/my/app:1   # or podman, oras, crane
   curl http://localhost:5000/v2/_catalog
 From pods: registry.wharf-system.svc.cluster.local:5000
 MSG
