@@ -10,7 +10,7 @@ IMAGE ?= wharf.local/wharf:dev
 export WHARF_IMAGE := $(IMAGE)
 PYTEST ?= python3 -m pytest
 
-.PHONY: help run test test-unit test-e2e e2e build lint fmt image cluster-up cluster-down deps tools bench clean
+.PHONY: crds help run test test-unit test-e2e e2e build lint fmt image cluster-up cluster-down deps tools bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ lint: ## rustfmt check and clippy with warnings as errors
 
 fmt:
 	cargo fmt --all
+
+crds: ## regenerate crds/ from the Rust types in src/crd/
+	cargo run --locked -q -- crdgen --out crds
 
 run: ## start the local cluster (or use KUBECONFIG's) and run wharf's registry on it
 	@e2e/run.sh

@@ -1,4 +1,6 @@
 use clap::{Parser, Subcommand};
+use std::future::Future;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// wharf: container registries on Kubernetes, and the OCI registry server they run.
@@ -13,27 +15,19 @@ struct Cli {
 enum Command {
     /// Run the OCI registry server (Distribution Spec v1.1, Docker Registry API v2).
     Registry(wharf::registry::config::RegistryArgs),
+    /// Write the CustomResourceDefinitions generated from the Rust types.
+    Crdgen {
+        /// Directory to write one YAML file per kind into; without it, print them all.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("wharf: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let result = match Cli::parse().command {
+        Command::Registry(args) => run_async(wharf::registry::server::run(args)),
+        Command::Crdgen { out } => crdgen(out),
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Registry(args) => wharf::registry::server::run(args)
-                .await
-                .map_err(|e| e.to_string()),
-        }
-    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -41,4 +35,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_async<E: std::fmt::Display>(
+    task: impl Future<Output = Result<(), E>>,
+) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(task).map_err(|e| e.to_string())
+}
+
+fn crdgen(out: Option<PathBuf>) -> Result<(), String> {
+    for (file, crd) in wharf::crd::all() {
+        let yaml =
+            wharf::crd::to_yaml(&crd).map_err(|e| format!("cannot serialize {file}: {e}"))?;
+        match &out {
+            Some(dir) => {
+                let path = dir.join(file);
+                std::fs::write(&path, yaml)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+            None => print!("---\n{yaml}"),
+        }
+    }
+    Ok(())
 }

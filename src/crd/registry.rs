@@ -1,0 +1,497 @@
+//! The `Registry` kind: a wharf registry server the operator deploys and runs.
+
+use super::common::LocalObjectReference;
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A container registry served by wharf: its workload, storage, access and exposure.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "wharf.dev",
+    version = "v1alpha1",
+    kind = "Registry",
+    namespaced,
+    status = "RegistryStatus",
+    shortname = "reg",
+    category = "wharf",
+    cel,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("!has(self.replicas) || self.replicas <= 1 || has(self.storage.s3)")
+    .message("replicas above 1 need storage.s3: a persistent volume or an emptyDir belongs to a single pod"))]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrySpec {
+    /// Number of registry pods (default 1). More than one needs shared storage (`storage.s3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 20))]
+    pub replicas: Option<i32>,
+    /// Overrides the registry image; by default the operator runs its own image and version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageSpec>,
+    /// Where blobs and manifests are stored: exactly one of `persistentVolume`, `emptyDir`, `s3`.
+    pub storage: StorageSpec,
+    /// Who may pull and push. An admin credential is always generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+    /// Serve HTTPS: exactly one of `secretRef` or `selfSigned`. Without it, plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// How the registry is exposed inside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
+    /// Expose the registry outside the cluster through an Ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+    /// Scheduled garbage collection of unreferenced blobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub garbage_collection: Option<GarbageCollectionSpec>,
+    /// CPU and memory for each registry pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// The container image of the registry pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSpec {
+    /// Image repository, e.g. `ghcr.io/example/wharf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// Image tag or `@sha256:` digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// When the kubelet pulls the image (default IfNotPresent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<PullPolicy>,
+}
+
+/// Kubernetes image pull policy.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+/// Storage backends; exactly one is set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("(has(self.persistentVolume) ? 1 : 0) + (has(self.emptyDir) ? 1 : 0) + (has(self.s3) ? 1 : 0) == 1")
+    .message("storage needs exactly one of persistentVolume, emptyDir or s3"))]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// A PersistentVolumeClaim per pod (the registry runs as a StatefulSet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume: Option<PersistentVolumeStorage>,
+    /// Scratch storage that disappears with the pod: for development and tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_dir: Option<EmptyDirStorage>,
+    /// An S3-compatible object store shared by every replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Storage>,
+}
+
+/// Storage on a PersistentVolumeClaim.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PersistentVolumeStorage {
+    /// Requested capacity, e.g. `50Gi`.
+    pub size: Quantity,
+    /// StorageClass of the claim; the cluster's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// What happens to the volume when the Registry is deleted (default Retain: data is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<VolumeDeletionPolicy>,
+}
+
+/// Whether a Registry's volume outlives it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VolumeDeletionPolicy {
+    Retain,
+    Delete,
+}
+
+/// Storage on an emptyDir volume.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EmptyDirStorage {
+    /// Upper bound on the volume's size, e.g. `5Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<Quantity>,
+}
+
+/// Storage in an S3-compatible bucket.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Storage {
+    /// Bucket name.
+    #[x_kube(validation = Rule::new("self.size() >= 3 && self.size() <= 63").message("a bucket name has 3 to 63 characters"))]
+    pub bucket: String,
+    /// Region of the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Endpoint URL for S3-compatible stores (MinIO, Ceph RGW, Garage); AWS when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("endpoint must be an http:// or https:// URL"))]
+    pub endpoint: Option<String>,
+    /// Address buckets by path rather than by host name (most self-hosted stores need this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_path_style: Option<bool>,
+    /// Secret with `accessKeyId` and `secretAccessKey`.
+    pub credentials_secret_ref: LocalObjectReference,
+}
+
+/// Access control.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Let clients without credentials pull (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_pull: Option<bool>,
+    /// Secret with an `htpasswd` key of extra users (bcrypt entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub htpasswd_secret_ref: Option<LocalObjectReference>,
+}
+
+/// Serving certificate; exactly one source.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.selfSigned)")
+    .message("tls needs exactly one of secretRef or selfSigned"))]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A `kubernetes.io/tls` Secret (for example from cert-manager); reloaded when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalObjectReference>,
+    /// A certificate from the operator's own CA, published in the ConfigMap `<name>-ca`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_signed: Option<SelfSigned>,
+}
+
+/// Marker for operator-issued certificates.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct SelfSigned {}
+
+/// The registry's Service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("!has(self.nodePort) || (has(self.type) && (self.type == 'NodePort' || self.type == 'LoadBalancer'))")
+    .message("nodePort needs service type NodePort or LoadBalancer"))]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Service type (default ClusterIP).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<ServiceType>,
+    /// Service port (default 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// Fixed node port for NodePort and LoadBalancer services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub node_port: Option<i32>,
+    /// Annotations for the Service (load balancer settings and the like).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// Kubernetes Service types the registry supports.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceType {
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+/// An Ingress in front of the registry.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// IngressClass to use; the cluster's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// Host name clients use, e.g. `registry.example.com`.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
+        .message("host must be a DNS name such as registry.example.com"))]
+    pub host: String,
+    /// `kubernetes.io/tls` Secret for the Ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_ref: Option<LocalObjectReference>,
+    /// Annotations for the Ingress (body size limits, timeouts, cert-manager issuers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// When and how garbage collection runs.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GarbageCollectionSpec {
+    /// Cron schedule, 5 fields (`0 3 * * *`) or a macro such as `@daily`.
+    #[x_kube(validation = Rule::new("self.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[^ ]+( +[^ ]+){4})$')")
+        .message("schedule must be a cron expression with 5 fields, such as \"0 3 * * *\", or a macro such as @daily"))]
+    pub schedule: String,
+    /// IANA time zone of the schedule, e.g. `Europe/Berlin` (default: the controller manager's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Blobs younger than this are never collected (default 2h), so pushes in flight are safe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(s|m|h|d))+$')").message("minBlobAge must be a duration such as 90m, 2h or 7d"))]
+    pub min_blob_age: Option<String>,
+    /// Also delete manifests no tag points to (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_untagged: Option<bool>,
+    /// Pause scheduled runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+}
+
+/// What the operator observed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` always; `Reconciling` while work is pending; `Stalled` when only a spec change can help.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// In-cluster address clients push to, `<service>.<namespace>.svc:<port>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Address outside the cluster, when exposed by Ingress or NodePort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_endpoint: Option<String>,
+    /// Registry pods passing their readiness probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Secret holding the generated admin credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_credentials_secret_ref: Option<LocalObjectReference>,
+    /// The most recent garbage collection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_garbage_collection: Option<GarbageCollectionRun>,
+}
+
+/// Result of one garbage collection run.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GarbageCollectionRun {
+    /// The Job that ran it.
+    pub job_name: String,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Blobs deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blobs_deleted: Option<i64>,
+    /// Bytes freed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_freed: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+    use serde_json::{Value, json};
+
+    /// Evaluates the CRD's CEL rules on a spec the way the API server would, offline.
+    fn check(spec: Value) -> Result<(), String> {
+        let registry: Registry = serde_json::from_value(json!({
+            "apiVersion": "wharf.dev/v1alpha1", "kind": "Registry",
+            "metadata": {"name": "r", "namespace": "ns"}, "spec": spec,
+        }))
+        .map_err(|e| format!("does not deserialize: {e}"))?;
+        registry.validate_cel().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn cel_rules_accept_good_specs_and_explain_bad_ones() {
+        let empty_dir = json!({"emptyDir": {}});
+        let cases: Vec<(&str, Value, Option<&str>)> = vec![
+            ("minimal", json!({"storage": empty_dir}), None),
+            (
+                "persistent volume",
+                json!({"storage": {"persistentVolume": {"size": "10Gi"}}}),
+                None,
+            ),
+            (
+                "no storage backend",
+                json!({"storage": {}}),
+                Some("exactly one of persistentVolume, emptyDir or s3"),
+            ),
+            (
+                "two storage backends",
+                json!({"storage": {"emptyDir": {}, "persistentVolume": {"size": "1Gi"}}}),
+                Some("exactly one of persistentVolume, emptyDir or s3"),
+            ),
+            (
+                "two replicas on a volume",
+                json!({"replicas": 2, "storage": {"persistentVolume": {"size": "1Gi"}}}),
+                Some("replicas above 1 need storage.s3"),
+            ),
+            (
+                "two replicas on s3",
+                json!({"replicas": 2, "storage": {"s3": {"bucket": "oci", "credentialsSecretRef": {"name": "s3"}}}}),
+                None,
+            ),
+            (
+                "one replica on a volume",
+                json!({"replicas": 1, "storage": {"persistentVolume": {"size": "1Gi"}}}),
+                None,
+            ),
+            (
+                "s3 endpoint not a URL",
+                json!({"storage": {"s3": {"bucket": "oci", "endpoint": "minio:9000", "credentialsSecretRef": {"name": "s3"}}}}),
+                Some("endpoint must be an http:// or https:// URL"),
+            ),
+            (
+                "tls from a secret",
+                json!({"storage": empty_dir, "tls": {"secretRef": {"name": "tls"}}}),
+                None,
+            ),
+            (
+                "tls self-signed",
+                json!({"storage": empty_dir, "tls": {"selfSigned": {}}}),
+                None,
+            ),
+            (
+                "tls both",
+                json!({"storage": empty_dir, "tls": {"secretRef": {"name": "tls"}, "selfSigned": {}}}),
+                Some("tls needs exactly one of secretRef or selfSigned"),
+            ),
+            (
+                "tls neither",
+                json!({"storage": empty_dir, "tls": {}}),
+                Some("tls needs exactly one of secretRef or selfSigned"),
+            ),
+            (
+                "node port on NodePort",
+                json!({"storage": empty_dir, "service": {"type": "NodePort", "nodePort": 30500}}),
+                None,
+            ),
+            (
+                "node port on ClusterIP",
+                json!({"storage": empty_dir, "service": {"type": "ClusterIP", "nodePort": 30500}}),
+                Some("nodePort needs service type NodePort or LoadBalancer"),
+            ),
+            (
+                "node port without a type",
+                json!({"storage": empty_dir, "service": {"nodePort": 30500}}),
+                Some("nodePort needs service type NodePort or LoadBalancer"),
+            ),
+            (
+                "ingress host",
+                json!({"storage": empty_dir, "ingress": {"host": "registry.example.com"}}),
+                None,
+            ),
+            (
+                "ingress host not DNS",
+                json!({"storage": empty_dir, "ingress": {"host": "Registry_Example"}}),
+                Some("host must be a DNS name"),
+            ),
+            (
+                "gc cron",
+                json!({"storage": empty_dir, "garbageCollection": {"schedule": "0 3 * * *", "minBlobAge": "2h"}}),
+                None,
+            ),
+            (
+                "gc macro",
+                json!({"storage": empty_dir, "garbageCollection": {"schedule": "@daily"}}),
+                None,
+            ),
+            (
+                "gc cron with 4 fields",
+                json!({"storage": empty_dir, "garbageCollection": {"schedule": "0 3 * *"}}),
+                Some("schedule must be a cron expression with 5 fields"),
+            ),
+            (
+                "gc bad duration",
+                json!({"storage": empty_dir, "garbageCollection": {"schedule": "@daily", "minBlobAge": "2 hours"}}),
+                Some("minBlobAge must be a duration"),
+            ),
+            (
+                "empty secret name",
+                json!({"storage": empty_dir, "tls": {"secretRef": {"name": ""}}}),
+                Some("a name has 1 to 253 characters"),
+            ),
+        ];
+        for (name, spec, want) in cases {
+            let got = check(spec);
+            match (want, &got) {
+                (None, Ok(())) => {}
+                (Some(message), Err(e)) => {
+                    assert!(e.contains(message), "{name}: expected {message:?}, got {e}")
+                }
+                _ => panic!("{name}: expected {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn crd_metadata_for_kubectl_and_gitops() {
+        let crd = Registry::crd();
+        assert_eq!(crd.spec.names.short_names, Some(vec!["reg".to_string()]));
+        assert_eq!(crd.spec.names.categories, Some(vec!["wharf".to_string()]));
+        let version = &crd.spec.versions[0];
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some(),
+            "status subresource"
+        );
+        let columns: Vec<_> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(columns, ["Ready", "Endpoint", "Replicas", "Age"]);
+        // Every property carries a description, so `kubectl explain` reads well.
+        let schema = serde_json::to_value(
+            version
+                .schema
+                .as_ref()
+                .unwrap()
+                .open_api_v3_schema
+                .as_ref()
+                .unwrap(),
+        )
+        .unwrap();
+        let mut missing = Vec::new();
+        undocumented(&schema["properties"]["spec"], "spec", &mut missing);
+        undocumented(&schema["properties"]["status"], "status", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "fields without a description: {missing:?}"
+        );
+    }
+
+    fn undocumented(schema: &Value, path: &str, missing: &mut Vec<String>) {
+        let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+            return;
+        };
+        for (name, prop) in props {
+            let here = format!("{path}.{name}");
+            // k8s-openapi's own types (resources, conditions) document themselves upstream.
+            if prop.get("description").is_none() {
+                missing.push(here.clone());
+            }
+            if !matches!(name.as_str(), "resources" | "conditions") {
+                undocumented(prop, &here, missing);
+                if let Some(items) = prop.get("items") {
+                    undocumented(items, &here, missing);
+                }
+            }
+        }
+    }
+}
