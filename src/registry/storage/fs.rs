@@ -13,6 +13,7 @@
 //! Every file becomes visible whole, by renaming a temporary file in the same directory, so a
 //! crash leaves at most an unreferenced temporary or an unlinked blob, never a partial one.
 
+use super::tag_lists::TagListCache;
 use super::{BlobBody, StorageError, StorageResult, Store, StoredManifest};
 use crate::registry::digest::{Digest, Hasher};
 use crate::registry::names::{RepoName, Tag};
@@ -43,53 +44,6 @@ pub struct FsStore {
     uploads_in_progress: Mutex<HashSet<String>>,
     manifest_cache: Mutex<HashMap<Digest, Bytes>>,
     tag_lists: TagListCache,
-}
-
-/// Sorted tag lists by repository, each valid while its tags directory's modification time is
-/// unchanged: a stat instead of a directory read, and correct when other processes write the
-/// same storage. Timestamps are coarse (a clock tick), so a listing taken within
-/// `RACY_WINDOW` of the directory's last change is not cached: a second change in the same
-/// tick could otherwise go unseen.
-#[derive(Default)]
-struct TagListCache(Mutex<HashMap<RepoName, CachedTags>>);
-
-/// The tags directory's modification time when it was listed, and the sorted listing.
-type CachedTags = (SystemTime, Arc<Vec<String>>);
-
-const RACY_WINDOW: Duration = Duration::from_millis(100);
-const TAG_LIST_CACHE_ENTRIES: usize = 1024;
-
-impl TagListCache {
-    fn get(&self, repo: &RepoName, modified: Option<SystemTime>) -> Option<Arc<Vec<String>>> {
-        let modified = modified?;
-        let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match cache.get(repo) {
-            Some((at, tags)) if *at == modified => Some(tags.clone()),
-            _ => None,
-        }
-    }
-
-    fn put(&self, repo: &RepoName, modified: Option<SystemTime>, tags: &Arc<Vec<String>>) {
-        let Some(modified) = modified else { return };
-        let settled = SystemTime::now()
-            .duration_since(modified)
-            .is_ok_and(|age| age > RACY_WINDOW);
-        if !settled {
-            return;
-        }
-        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= TAG_LIST_CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(repo.clone(), (modified, tags.clone()));
-    }
-
-    fn forget(&self, repo: &RepoName) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(repo);
-    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
@@ -852,7 +806,7 @@ mod tests {
         );
         // Let the directory's timestamp settle so that the listing is cached, then change it
         // through the other store: the cache must notice.
-        tokio::time::sleep(RACY_WINDOW * 2).await;
+        tokio::time::sleep(super::super::tag_lists::RACY_WINDOW * 2).await;
         assert_eq!(a.list_tags(&r).await.unwrap().unwrap().len(), 1);
         assert!(
             a.tag_lists

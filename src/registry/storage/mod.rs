@@ -3,6 +3,7 @@
 //! renames, so nothing above this trait assumes a local disk or a single process.
 
 pub mod fs;
+mod tag_lists;
 
 use super::digest::{Digest, Hasher};
 use super::names::{RepoName, Tag};
