@@ -80,6 +80,9 @@ def test_metrics_count_requests_bytes_and_latency(wharf_bin):
         assert "wharf_registry_bytes_received_total 10000" in text
         assert "wharf_registry_bytes_sent_total 10000" in text
         assert "wharf_registry_uploads_in_flight 0" in text
+        # Every API response carries a request id; a sane one from the caller is kept.
+        assert client.request("GET", "/v2/")[1]["x-request-id"]
+        assert client.request("GET", "/v2/", headers={"X-Request-Id": "trace-42"})[1]["x-request-id"] == "trace-42"
         assert client.request("GET", "/healthz")[0] == 200
         assert client.request("GET", "/readyz")[0] == 200
     finally:

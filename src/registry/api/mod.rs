@@ -127,6 +127,10 @@ pub async fn dispatch<S: Store>(
         "docker-distribution-api-version",
         HeaderValue::from_static("registry/2.0"),
     );
+    // Echoed so that a client or proxy can find this request in the registry's logs.
+    response
+        .headers_mut()
+        .insert("x-request-id", hv(&request_id));
     tracing::debug!(
         request_id = %request_id,
         method = %method,
