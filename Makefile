@@ -10,7 +10,7 @@ IMAGE ?= wharf.local/wharf:dev
 export WHARF_IMAGE := $(IMAGE)
 PYTEST ?= python3 -m pytest
 
-.PHONY: crds help run test test-unit test-e2e e2e build lint fmt image cluster-up cluster-down deps tools bench clean
+.PHONY: crds help run test test-unit test-e2e e2e build lint fmt image cluster-up cluster-down deps tools bench bench-operator clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -32,7 +32,7 @@ fmt:
 crds: ## regenerate crds/ from the Rust types in src/crd/
 	cargo run --locked -q -- crdgen --out crds
 
-run: ## start the local cluster (or use KUBECONFIG's) and run wharf's registry on it
+run: ## start the local cluster (or use KUBECONFIG's), install the operator, apply the sample Registry
 	@e2e/run.sh
 
 test: deps lint ## every test: unit, registry against real clients, end to end on a real cluster
@@ -59,8 +59,13 @@ cluster-up: ## start the local Kubernetes cluster (idempotent)
 cluster-down: ## stop the local cluster and remove everything it created
 	@e2e/cluster/down.sh
 
-bench: ## wharf vs the reference registry side by side (../shared/bench); writes docs/benchmarks.md
+bench: ## wharf vs the reference registry side by side (../shared/bench), then the operator at scale; writes docs/benchmarks.md
 	@e2e/bench/run.sh
+	@$(MAKE) --no-print-directory bench-operator
+
+bench-operator: ## the operator with 50 Registries on the local cluster (installs it like make run)
+	@e2e/run.sh >/dev/null
+	@KUBECONFIG=$${KUBECONFIG:-$(CLUSTER_DIR)/kubeconfig} KUBECTL=$$(test -x $(CLUSTER_DIR)/bin/kubectl && echo $(CLUSTER_DIR)/bin/kubectl || echo kubectl) python3 e2e/bench/operator.py
 
 clean: cluster-down
 	rm -rf .local

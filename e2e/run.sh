@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# `make run`: wharf's registry running on a cluster, ready to push to. Uses the cluster KUBECONFIG
-# names when it is reachable, else the local one (`make cluster-up`, which make run starts).
-# The operator and its Registry resource take this over as they land; today the registry is
-# deployed from e2e/run/registry.yaml.
+# `make run`: the operator on a cluster, with the sample Registry Ready to push to. Uses the
+# cluster KUBECONFIG names when it is reachable, else starts the local one (e2e/cluster/up.sh).
+# Installs everything with `kubectl apply -k config/default` (CRDs, RBAC, the operator in
+# wharf-system), then applies config/samples/registry.yaml in the namespace `registry`.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 state=${WHARF_CLUSTER_DIR:-$repo/.local/cluster}
 image=${WHARF_IMAGE:-wharf.local/wharf:dev}
+namespace=${WHARF_RUN_NAMESPACE:-registry}
 if [ -n "${KUBECONFIG:-}" ] && kubectl get --raw /readyz >/dev/null 2>&1; then
     kubectl=(kubectl)
     make -C "$repo" --no-print-directory image
@@ -22,14 +23,31 @@ else
     export KUBECONFIG=$state/kubeconfig
     kubectl=("$state/bin/kubectl")
 fi
-sed "s|@IMAGE@|$image|" "$repo/e2e/run/registry.yaml" | "${kubectl[@]}" apply -f - >/dev/null
-"${kubectl[@]}" -n wharf-system rollout status deployment/registry --timeout=180s >/dev/null
+k() { "${kubectl[@]}" "$@"; }
+
+echo "installing the operator (kubectl apply -k config/default, image $image)" >&2
+k kustomize "$repo/config/default" | sed "s|wharf.local/wharf:dev|$image|g" | k apply --server-side -f - >/dev/null
+k wait --for=condition=Established crd/registries.wharf.dev --timeout=60s >/dev/null
+k -n wharf-system rollout status deployment/wharf-operator --timeout=180s >/dev/null
+
+echo "applying config/samples/registry.yaml in namespace $namespace" >&2
+k create namespace "$namespace" --dry-run=client -o yaml | k apply -f - >/dev/null
+started=$SECONDS
+k -n "$namespace" apply --server-side -f "$repo/config/samples/registry.yaml" >/dev/null
+if ! k -n "$namespace" wait --for=condition=Ready registry/main --timeout=180s >/dev/null; then
+    k -n "$namespace" get registry main -o yaml >&2
+    echo "the Registry did not become Ready" >&2
+    exit 1
+fi
+k -n "$namespace" get registry main
 cat <<MSG
 
-wharf registry is running in namespace wharf-system (Service registry, port 5000).
+Registry main is Ready (in $((SECONDS - started))s). Push to it:
   export KUBECONFIG=$KUBECONFIG
-  ${kubectl[*]} -n wharf-system port-forward service/registry 5000:5000 &
-  skopeo copy --dest-tls-verify=false oci-archive:IMAGE.tar docker://localhost:5000/my/app:1   # or podman, oras, crane
-  curl http://localhost:5000/v2/_catalog
-From pods: registry.wharf-system.svc.cluster.local:5000
+  ${kubectl[*]} -n $namespace port-forward service/main 5000:5000 &
+  user=\$(${kubectl[*]} -n $namespace get secret main-admin -o jsonpath='{.data.username}' | base64 -d)
+  pass=\$(${kubectl[*]} -n $namespace get secret main-admin -o jsonpath='{.data.password}' | base64 -d)
+  skopeo copy --dest-tls-verify=false --dest-creds "\$user:\$pass" oci-archive:IMAGE.tar docker://localhost:5000/my/app:1
+  curl -u "\$user:\$pass" http://localhost:5000/v2/_catalog
+From pods: main.$namespace.svc:5000. Operator logs: ${kubectl[*]} -n wharf-system logs deploy/wharf-operator
 MSG

@@ -140,7 +140,7 @@ def test_cluster_down_leaves_nothing_behind(cluster):
         pytest.skip("only the local cluster is torn down by this test run")
     pid_dir = os.path.join(CLUSTER_DIR, "pids")
     pids = [int(open(os.path.join(pid_dir, f)).read()) for f in os.listdir(pid_dir)]
-    assert len(pids) == 7, f"expected the 7 processes up.sh starts, found {os.listdir(pid_dir)}"
+    assert len(pids) == 8, f"expected the 8 processes up.sh starts, found {os.listdir(pid_dir)}"
     netns_before = open(os.path.join(CLUSTER_DIR, "netns.before")).read().split()
 
     run([os.path.join(REPO, "e2e", "cluster", "down.sh")], timeout=600)

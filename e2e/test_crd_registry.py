@@ -57,3 +57,15 @@ def test_kubectl_explain_and_short_name(cluster, namespace, registry_crd):
     listed = cluster.kubectl("get", "reg", "-n", namespace).stdout
     assert "READY" in listed and "ENDPOINT" in listed and "shown" in listed, listed
     assert "shown" in cluster.kubectl("get", "wharf", "-n", namespace).stdout, "category wharf"
+
+
+def test_storage_cannot_change_after_creation(cluster, namespace, registry_crd):
+    cluster.apply(registry({"storage": {"persistentVolume": {"size": "1Gi"}}}, name="fixed"), namespace)
+    for spec, message in [
+        ({"storage": {"persistentVolume": {"size": "2Gi"}}}, "persistentVolume size and storageClassName cannot change after creation"),
+        ({"storage": {"emptyDir": {}}}, "the storage backend cannot change after creation"),
+    ]:
+        p = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=registry(spec, name="fixed"), check=False)
+        assert p.returncode != 0 and message in p.stderr, p.stderr
+    # The volume's deletion policy is not part of the claim, so it may change.
+    cluster.apply(registry({"storage": {"persistentVolume": {"size": "1Gi", "deletionPolicy": "Delete"}}}, name="fixed"), namespace)

@@ -1,11 +1,14 @@
 //! wharf: a Kubernetes operator for container registries, and the OCI registry it runs.
 //!
 //! - `registry/`: the OCI Distribution server (`wharf registry`)
+//! - `operator/`: the controllers (`wharf operator`), one directory per kind
 //! - `crd/`: the `wharf.dev` custom resource types (`wharf crdgen` writes `crds/` from them)
-//! - `duration.rs`, `logging.rs`: small pieces shared by every subcommand
+//! - `duration.rs`, `logging.rs`, `prometheus.rs`: small pieces shared by every subcommand
 #![forbid(unsafe_code)]
 
 pub mod crd;
 pub mod duration;
 pub mod logging;
+pub mod operator;
+pub mod prometheus;
 pub mod registry;

@@ -15,6 +15,8 @@ struct Cli {
 enum Command {
     /// Run the OCI registry server (Distribution Spec v1.1, Docker Registry API v2).
     Registry(wharf::registry::config::RegistryArgs),
+    /// Run the controllers for the wharf.dev kinds.
+    Operator(wharf::operator::OperatorArgs),
     /// Write the CustomResourceDefinitions generated from the Rust types.
     Crdgen {
         /// Directory to write one YAML file per kind into; without it, print them all.
@@ -26,6 +28,7 @@ enum Command {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Registry(args) => run_async(wharf::registry::server::run(args)),
+        Command::Operator(args) => run_async(wharf::operator::run(args)),
         Command::Crdgen { out } => crdgen(out),
     };
     match result {

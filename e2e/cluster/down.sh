@@ -29,6 +29,7 @@ pod_netns() {
 
 # Pods first, through the kubelet, so that CNI tears down their network (veths, IPs, host
 # ports). Controllers stop before, so that nothing recreates or reschedules them.
+stop provisioner
 stop kube-controller-manager
 stop kube-scheduler
 if alive kube-apiserver && alive kubelet; then

@@ -8,7 +8,7 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-components=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy provisioner)
 
 print_usage() {
     say "ready. Use it with:"
@@ -224,6 +224,20 @@ if ! wait_for "CoreDNS" 120 "" kubectl -n kube-system wait --for=condition=Ready
     kubectl -n kube-system describe pods -l k8s-app=kube-dns >&2
     die "CoreDNS did not become ready"
 fi
+
+say "[$((SECONDS - t0))s] starting the volume provisioner"
+# --- storage: a default StorageClass served by provisioner.sh ---
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: standard
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: wharf.dev/local-hostpath
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+YAML
+start provisioner "$cluster_dir/provisioner.sh" "$state" "$k8s_bin/kubectl"
 
 say "up in $((SECONDS - t0))s (Kubernetes $K8S_VERSION)"
 print_usage

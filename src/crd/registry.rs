@@ -20,6 +20,8 @@ use std::collections::BTreeMap;
     shortname = "reg",
     category = "wharf",
     cel,
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 52")
+        .message("a Registry name starts with a letter, has only lowercase letters, digits and '-', and at most 52 characters: it names the Service and StatefulSet"),
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas"}"#,
@@ -85,6 +87,8 @@ pub enum PullPolicy {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[x_kube(validation = Rule::new("(has(self.persistentVolume) ? 1 : 0) + (has(self.emptyDir) ? 1 : 0) + (has(self.s3) ? 1 : 0) == 1")
     .message("storage needs exactly one of persistentVolume, emptyDir or s3"))]
+#[x_kube(validation = Rule::new("has(self.persistentVolume) == has(oldSelf.persistentVolume) && has(self.emptyDir) == has(oldSelf.emptyDir) && has(self.s3) == has(oldSelf.s3)")
+    .message("the storage backend cannot change after creation: create a new Registry and copy the images over"))]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
     /// A PersistentVolumeClaim per pod (the registry runs as a StatefulSet).
@@ -100,6 +104,8 @@ pub struct StorageSpec {
 
 /// Storage on a PersistentVolumeClaim.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("self.size == oldSelf.size && (has(self.storageClassName) ? has(oldSelf.storageClassName) && self.storageClassName == oldSelf.storageClassName : !has(oldSelf.storageClassName))")
+    .message("persistentVolume size and storageClassName cannot change after creation: the StatefulSet's volume claim is fixed"))]
 #[serde(rename_all = "camelCase")]
 pub struct PersistentVolumeStorage {
     /// Requested capacity, e.g. `50Gi`.
@@ -431,6 +437,107 @@ mod tests {
                     assert!(e.contains(message), "{name}: expected {message:?}, got {e}")
                 }
                 _ => panic!("{name}: expected {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    fn registry(name: &str, spec: Value) -> Registry {
+        serde_json::from_value(json!({
+            "apiVersion": "wharf.dev/v1alpha1", "kind": "Registry",
+            "metadata": {"name": name, "namespace": "ns"}, "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn names_must_fit_the_children_they_name() {
+        let spec = json!({"storage": {"emptyDir": {}}});
+        for (name, ok) in [
+            ("main", true),
+            ("a-1", true),
+            (&"a".repeat(52), true),
+            (&"a".repeat(53), false),
+            ("1main", false),
+            ("main.example", false),
+            ("main-", false),
+        ] {
+            let got = registry(name, spec.clone()).validate_cel();
+            assert_eq!(got.is_ok(), ok, "{name}: {got:?}");
+            if let Err(e) = got {
+                assert!(
+                    e.to_string()
+                        .contains("a Registry name starts with a letter"),
+                    "{e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn storage_is_fixed_after_creation() {
+        let pv = |size: &str, class: Option<&str>| {
+            let mut v = json!({"size": size});
+            if let Some(c) = class {
+                v["storageClassName"] = json!(c);
+            }
+            registry("r", json!({"storage": {"persistentVolume": v}}))
+        };
+        let empty = registry("r", json!({"storage": {"emptyDir": {}}}));
+        let cases = [
+            (
+                "same volume",
+                pv("1Gi", Some("fast")),
+                pv("1Gi", Some("fast")),
+                None,
+            ),
+            (
+                "deletion policy may change",
+                registry(
+                    "r",
+                    json!({"storage": {"persistentVolume": {"size": "1Gi", "deletionPolicy": "Delete"}}}),
+                ),
+                pv("1Gi", None),
+                None,
+            ),
+            (
+                "bigger volume",
+                pv("2Gi", None),
+                pv("1Gi", None),
+                Some("cannot change after creation"),
+            ),
+            (
+                "new class",
+                pv("1Gi", Some("slow")),
+                pv("1Gi", Some("fast")),
+                Some("cannot change after creation"),
+            ),
+            (
+                "class added",
+                pv("1Gi", Some("fast")),
+                pv("1Gi", None),
+                Some("cannot change after creation"),
+            ),
+            (
+                "volume to emptyDir",
+                empty.clone(),
+                pv("1Gi", None),
+                Some("the storage backend cannot change"),
+            ),
+            (
+                "emptyDir to volume",
+                pv("1Gi", None),
+                empty.clone(),
+                Some("the storage backend cannot change"),
+            ),
+        ];
+        for (name, new, old, want) in cases {
+            let got = new.validate_cel_update(&old);
+            match want {
+                None => assert!(got.is_ok(), "{name}: {got:?}"),
+                Some(m) => {
+                    let e = got.expect_err(name).to_string();
+                    assert!(e.contains(m), "{name}: {e}");
+                }
             }
         }
     }

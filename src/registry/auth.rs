@@ -1,4 +1,6 @@
-//! Who may do what. Today: htpasswd basic auth (bcrypt) with optional anonymous pull. Verified
+//! Who may do what. Today: htpasswd basic auth (bcrypt) with optional anonymous pull. Users come
+//! from one or more htpasswd files (the operator mounts its generated admin file next to a user's
+//! own Secret); on a name in several files the first file wins. Verified
 //! credentials are remembered by a hash of the pair, so bcrypt's deliberate cost is paid once per
 //! credential, not once per request. Credentials are never logged.
 
@@ -37,25 +39,45 @@ const RELOAD_CHECK: Duration = Duration::from_secs(5);
 
 struct Users {
     hashes: HashMap<String, String>,
-    modified: Option<SystemTime>,
+    modified: Vec<Option<SystemTime>>,
     checked: Instant,
     /// sha256(user ":" password) of pairs that bcrypt accepted, mapped to the user.
     verified: HashMap<[u8; 32], String>,
 }
 
 pub struct Auth {
-    htpasswd: Option<(PathBuf, Mutex<Users>)>,
+    htpasswd: Option<(Vec<PathBuf>, Mutex<Users>)>,
     anonymous_pull: bool,
     challenge: HeaderValue,
 }
 
-fn load(path: &PathBuf) -> Result<(HashMap<String, String>, Option<SystemTime>), AuthError> {
+fn modification_times(paths: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    paths
+        .iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// Users by name, and the files' modification times when they were read.
+type LoadedUsers = (HashMap<String, String>, Vec<Option<SystemTime>>);
+
+fn load_all(paths: &[PathBuf]) -> Result<LoadedUsers, AuthError> {
+    let modified = modification_times(paths);
+    let mut hashes = HashMap::new();
+    for path in paths {
+        for (user, hash) in load(path)? {
+            hashes.entry(user).or_insert(hash);
+        }
+    }
+    Ok((hashes, modified))
+}
+
+fn load(path: &PathBuf) -> Result<Vec<(String, String)>, AuthError> {
     let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
         path: path.clone(),
         source,
     })?;
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let mut hashes = HashMap::new();
+    let mut hashes = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -70,22 +92,23 @@ fn load(path: &PathBuf) -> Result<(HashMap<String, String>, Option<SystemTime>),
                 line: i + 1,
             });
         }
-        hashes.insert(user.to_owned(), hash.to_owned());
+        hashes.push((user.to_owned(), hash.to_owned()));
     }
-    Ok((hashes, modified))
+    Ok(hashes)
 }
 
 impl Auth {
+    /// Basic auth against `htpasswd` files; no files means no authentication at all.
     pub fn new(
-        htpasswd: Option<PathBuf>,
+        htpasswd: Vec<PathBuf>,
         realm: &str,
         anonymous_pull: bool,
     ) -> Result<Auth, AuthError> {
-        let htpasswd = match htpasswd {
-            Some(path) => {
-                let (hashes, modified) = load(&path)?;
+        let htpasswd = match htpasswd.is_empty() {
+            false => {
+                let (hashes, modified) = load_all(&htpasswd)?;
                 Some((
-                    path,
+                    htpasswd,
                     Mutex::new(Users {
                         hashes,
                         modified,
@@ -94,7 +117,7 @@ impl Auth {
                     }),
                 ))
             }
-            None => None,
+            true => None,
         };
         let challenge =
             HeaderValue::from_str(&format!("Basic realm=\"{}\"", realm.replace('"', "")))
@@ -128,7 +151,7 @@ impl Auth {
         repository: Option<&RepoName>,
         access: Access,
     ) -> Result<Option<String>, RegistryError> {
-        let Some((path, users)) = &self.htpasswd else {
+        let Some((paths, users)) = &self.htpasswd else {
             return Ok(None);
         };
         let credentials = headers
@@ -158,14 +181,13 @@ impl Auth {
         let mut users = users.lock().unwrap_or_else(|e| e.into_inner());
         if users.checked.elapsed() > RELOAD_CHECK {
             users.checked = Instant::now();
-            let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-            if modified != users.modified {
-                match load(path) {
+            if modification_times(paths) != users.modified {
+                match load_all(paths) {
                     Ok((hashes, modified)) => {
                         users.hashes = hashes;
                         users.modified = modified;
                         users.verified.clear();
-                        tracing::info!(path = %path.display(), "htpasswd reloaded");
+                        tracing::info!(files = paths.len(), "htpasswd reloaded");
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "htpasswd changed but cannot be loaded; keeping the previous users")
@@ -213,7 +235,7 @@ mod tests {
         )
         .unwrap();
         let repo = RepoName::parse("a/b").unwrap();
-        let auth = Auth::new(Some(path.clone()), "test", false).unwrap();
+        let auth = Auth::new(vec![path.clone()], "test", false).unwrap();
         assert_eq!(
             auth.authorize(&basic("alice", "s3cret"), Some(&repo), Access::Push)
                 .unwrap()
@@ -238,7 +260,7 @@ mod tests {
                 .is_err()
         );
 
-        let anon = Auth::new(Some(path.clone()), "test", true).unwrap();
+        let anon = Auth::new(vec![path.clone()], "test", true).unwrap();
         assert!(
             anon.authorize(&HeaderMap::new(), Some(&repo), Access::Pull)
                 .is_ok()
@@ -255,8 +277,46 @@ mod tests {
 
         std::fs::write(&path, "alice:{SHA}abc\n").unwrap();
         assert!(matches!(
-            Auth::new(Some(path), "t", false),
+            Auth::new(vec![path], "t", false),
             Err(AuthError::UnsupportedHash { line: 1, .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod several_files {
+    use super::*;
+
+    #[test]
+    fn users_come_from_every_file_and_the_first_file_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = dir.path().join("admin");
+        let extra = dir.path().join("extra");
+        std::fs::write(&admin, format!("admin:{}\n", bcrypt::hash("a", 4).unwrap())).unwrap();
+        std::fs::write(
+            &extra,
+            format!(
+                "admin:{}\nci:{}\n",
+                bcrypt::hash("shadow", 4).unwrap(),
+                bcrypt::hash("c", 4).unwrap()
+            ),
+        )
+        .unwrap();
+        let auth = Auth::new(vec![admin, extra], "t", false).unwrap();
+        let login = |user: &str, pass: &str| {
+            let mut h = HeaderMap::new();
+            let v = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            h.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Basic {v}")).unwrap(),
+            );
+            auth.authorize(&h, None, Access::Pull).is_ok()
+        };
+        assert!(login("admin", "a"));
+        assert!(
+            !login("admin", "shadow"),
+            "a later file cannot take over a user"
+        );
+        assert!(login("ci", "c"));
     }
 }

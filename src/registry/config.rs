@@ -106,9 +106,30 @@ struct FileUploads {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct FileAuth {
-    htpasswd: Option<PathBuf>,
+    #[serde(default)]
+    htpasswd: OneOrMany,
     realm: Option<String>,
     anonymous_pull: Option<bool>,
+}
+
+/// `htpasswd: /etc/a` or `htpasswd: [/etc/a, /etc/b]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    #[default]
+    None,
+    One(PathBuf),
+    Many(Vec<PathBuf>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<PathBuf> {
+        match self {
+            OneOrMany::None => Vec::new(),
+            OneOrMany::One(p) => vec![p],
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,7 +159,8 @@ pub struct Config {
     pub upload_purge_after: Duration,
     pub upload_purge_interval: Duration,
     pub read_only: bool,
-    pub htpasswd: Option<PathBuf>,
+    /// htpasswd files; users are looked up in order. Empty: no authentication.
+    pub htpasswd: Vec<PathBuf>,
     pub realm: String,
     pub anonymous_pull: bool,
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -217,7 +239,10 @@ impl Config {
                 .purge_interval
                 .unwrap_or(Duration::from_secs(3600)),
             read_only: args.read_only.or(file.read_only).unwrap_or(false),
-            htpasswd: args.htpasswd.clone().or(file.auth.htpasswd),
+            htpasswd: match &args.htpasswd {
+                Some(path) => vec![path.clone()],
+                None => file.auth.htpasswd.into_vec(),
+            },
             realm: file.auth.realm.unwrap_or_else(|| "wharf".into()),
             anonymous_pull: args
                 .anonymous_pull
@@ -237,7 +262,7 @@ mod tests {
     fn defaults_serve_on_5000() {
         let c = Config::resolve(&RegistryArgs::default()).unwrap();
         assert_eq!(c.listen, "0.0.0.0:5000".parse().unwrap());
-        assert!(c.deletes_enabled && !c.read_only && c.htpasswd.is_none() && c.tls.is_none());
+        assert!(c.deletes_enabled && !c.read_only && c.htpasswd.is_empty() && c.tls.is_none());
     }
 
     #[test]

@@ -8,16 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-const BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
-];
-
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
-}
+use crate::prometheus::Histogram;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -70,14 +61,12 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .entry((route, method_label(method), status.as_u16()))
             .or_default() += 1;
-        let secs = elapsed.as_secs_f64();
-        let mut latency = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        let h = latency.entry(route).or_default();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            h.counts[i] += 1;
-        }
-        h.sum += secs;
-        h.count += 1;
+        self.latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(route)
+            .or_default()
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn bytes_received(&self, n: u64) {
@@ -127,28 +116,10 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            let mut cumulative = 0;
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                cumulative += h.counts[i];
-                let _ = writeln!(
-                    out,
-                    "wharf_registry_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "wharf_registry_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "wharf_registry_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "wharf_registry_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                h.count
+            h.render(
+                "wharf_registry_http_request_duration_seconds",
+                &format!("route=\"{route}\""),
+                &mut out,
             );
         }
         let scalars: [(&str, &str, &str, i128); 6] = [

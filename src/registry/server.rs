@@ -91,13 +91,13 @@ pub async fn run(args: RegistryArgs) -> Result<(), ServerError> {
             source,
         }
     })?;
-    let auth = match &config.htpasswd {
-        Some(_) => Auth::new(
+    let auth = match config.htpasswd.is_empty() {
+        false => Auth::new(
             config.htpasswd.clone(),
             &config.realm,
             config.anonymous_pull,
         )?,
-        None => Auth::open(),
+        true => Auth::open(),
     };
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls::server_config(cert.clone(), key.clone())?),
@@ -116,7 +116,7 @@ pub async fn run(args: RegistryArgs) -> Result<(), ServerError> {
         listen = %config.listen,
         storage = %config.storage_root.display(),
         tls = tls.is_some(),
-        auth = config.htpasswd.is_some(),
+        auth = !config.htpasswd.is_empty(),
         read_only = config.read_only,
         "registry serving"
     );

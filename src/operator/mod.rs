@@ -1,0 +1,237 @@
+//! `wharf operator`: the controllers, behind leader election, with `/metrics` and `/healthz`.
+//!
+//! - `registry/`: the Registry controller
+//! - `apply.rs`: server-side apply that writes only on a difference
+//! - `conditions.rs`: kstatus conditions
+//! - `leader.rs`: Lease-based leader election
+//! - `metrics.rs`, `http.rs`: observability endpoints
+
+pub mod apply;
+pub mod conditions;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod registry;
+
+use crate::crd::registry::Registry;
+use kube::api::ListParams;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client};
+use leader::{LeaderElector, LeaseConfig};
+use metrics::Metrics;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Default, clap::Args)]
+pub struct OperatorArgs {
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "WHARF_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: String,
+    /// Image the registry pods run unless a Registry overrides it: normally the operator's own.
+    #[arg(long, env = "WHARF_REGISTRY_IMAGE")]
+    pub registry_image: String,
+    /// Namespace of the leader Lease (the operator's own namespace).
+    #[arg(long, env = "WHARF_NAMESPACE", default_value = "wharf-system")]
+    pub namespace: String,
+    /// This replica's name in the Lease (the pod name); a random suffix makes it unique per process.
+    #[arg(long, env = "WHARF_POD_NAME")]
+    pub identity: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "wharf-operator")]
+    pub lease_name: String,
+    /// How long a lease lasts without renewal before a standby takes over.
+    #[arg(long, env = "WHARF_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// Run without leader election (a single replica, or development).
+    #[arg(long, env = "WHARF_NO_LEADER_ELECTION")]
+    pub no_leader_election: bool,
+    /// `json` (default) or `text`.
+    #[arg(long, env = "WHARF_LOG_FORMAT", default_value = "json")]
+    pub log_format: String,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::duration::parse(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("cannot find a Kubernetes cluster (in-cluster config or KUBECONFIG): {0}")]
+    Config(#[from] kube::config::InferConfigError),
+    #[error("cannot create the Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+    #[error(
+        "the Registry CRD (registries.wharf.dev) is not installed: run `kubectl apply -f crds/` or `kubectl apply -k config/crd`"
+    )]
+    CrdMissing,
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Api(kube::Error),
+    #[error("invalid listen address {0:?}")]
+    Listen(String),
+    #[error("cannot serve on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("lost the leader lease")]
+    LeadershipLost,
+}
+
+/// A Kubernetes client whose every request is counted in `metrics` by verb. Leader election
+/// gets a client of its own, outside the count, so the count says what reconciling costs.
+async fn make_client(metrics: Option<Arc<Metrics>>) -> Result<Client, OperatorError> {
+    let config = kube::Config::infer().await?;
+    let Some(metrics) = metrics else {
+        return Ok(Client::try_from(config)?);
+    };
+    let count = tower::util::MapRequestLayer::new(
+        move |request: axum::http::Request<kube::client::Body>| {
+            let watch = request
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+            let verb = match *request.method() {
+                axum::http::Method::GET if watch => "WATCH",
+                axum::http::Method::GET => "GET",
+                axum::http::Method::POST => "POST",
+                axum::http::Method::PUT => "PUT",
+                axum::http::Method::PATCH => "PATCH",
+                axum::http::Method::DELETE => "DELETE",
+                _ => "OTHER",
+            };
+            metrics.api_request(verb);
+            request
+        },
+    );
+    let builder = kube::client::ClientBuilder::try_from(config)?;
+    Ok(builder.with_layer(&count).build())
+}
+
+async fn check_crds(client: &Client) -> Result<(), OperatorError> {
+    match Api::<Registry>::all(client.clone())
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Err(OperatorError::CrdMissing),
+        Err(e) => Err(OperatorError::Api(e)),
+    }
+}
+
+async fn terminate_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+pub async fn run(args: OperatorArgs) -> Result<(), OperatorError> {
+    crate::logging::init(args.log_format != "text");
+    let listen: SocketAddr = crate::registry::config::parse_listen(&args.listen)
+        .map_err(|_| OperatorError::Listen(args.listen.clone()))?;
+    let metrics = Arc::new(Metrics::default());
+    let client = make_client(Some(metrics.clone())).await?;
+    check_crds(&client).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| OperatorError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let server = tokio::spawn(http::serve(listener, metrics.clone(), stop_rx.clone()));
+
+    // Unique per process, not per pod: a container the kubelet restarts in the same pod must
+    // not inherit the lease its killed predecessor held (it would skip the wait and split-brain
+    // with nobody, but it would also hide that the previous leader died). `<pod>_<random>`.
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    let identity = format!(
+        "{}_{}",
+        args.identity.as_deref().unwrap_or("wharf-operator"),
+        &random[..8]
+    );
+    tracing::info!(identity = %identity, listen = %listen, image = %args.registry_image, "operator starting");
+
+    let lease_client = make_client(None).await?;
+    let mut elector = (!args.no_leader_election).then(|| {
+        LeaderElector::new(
+            lease_client.clone(),
+            LeaseConfig {
+                namespace: args.namespace.clone(),
+                name: args.lease_name.clone(),
+                identity: identity.clone(),
+                lease_duration: args.lease_duration,
+                renew_deadline: args.lease_duration * 2 / 3,
+                retry: (args.lease_duration / 7).max(Duration::from_millis(500)),
+            },
+        )
+    });
+
+    let terminate = terminate_signal();
+    tokio::pin!(terminate);
+    if let Some(elector) = elector.as_mut() {
+        tracing::info!(lease = %args.lease_name, "waiting for the leader lease");
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = &mut terminate => {
+                let _ = stop_tx.send(true);
+                let _ = server.await;
+                return Ok(());
+            }
+        }
+        tracing::info!("leading");
+    }
+    metrics.set_leader(true);
+
+    let reporter = Reporter {
+        controller: "wharf-operator".into(),
+        instance: Some(identity.clone()),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(registry::run(
+        client.clone(),
+        recorder,
+        metrics.clone(),
+        args.registry_image.clone(),
+        async move {
+            let _ = shutdown_rx.await;
+        },
+    ));
+
+    let lost = async {
+        match elector.as_mut() {
+            Some(e) => e.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        _ = lost => Err(OperatorError::LeadershipLost),
+        _ = &mut terminate => Ok(()),
+    };
+    // Stop reconciling first, then hand the lease over, so two leaders never overlap.
+    let _ = shutdown_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(20), controller).await;
+    metrics.set_leader(false);
+    if outcome.is_ok()
+        && let Some(elector) = elector.as_mut()
+    {
+        elector.release().await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    tracing::info!("operator stopped");
+    outcome
+}

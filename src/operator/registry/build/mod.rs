@@ -1,0 +1,726 @@
+//! Build: everything a Registry owns, as objects, from the Registry and the prepared secrets.
+//! Pure (no API calls, no clock, no randomness), so every choice here is unit-tested offline and a
+//! second pass with the same inputs yields the same objects, which is what lets apply write
+//! nothing when nothing changed.
+
+use super::credentials::{AdminCredentials, PASSWORD_SHA256_ANNOTATION};
+use super::names::*;
+use super::tls::{DNS_NAMES_ANNOTATION, NOT_AFTER_ANNOTATION, SelfSignedTls};
+use crate::crd::registry::{PullPolicy, Registry, ServiceType, VolumeDeletionPolicy};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet,
+    StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+const CONFIG_DIR: &str = "/etc/wharf/config";
+const ADMIN_HTPASSWD_DIR: &str = "/etc/wharf/auth/admin";
+const USERS_HTPASSWD_DIR: &str = "/etc/wharf/auth/users";
+const TLS_DIR: &str = "/etc/wharf/tls";
+const DATA_DIR: &str = "/var/lib/wharf";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BuildError {
+    #[error(
+        "storage.s3 is not available in this version of wharf's registry: use persistentVolume or emptyDir"
+    )]
+    S3NotAvailable,
+    #[error("the Registry has no namespace or uid yet")]
+    Incomplete,
+}
+
+pub struct BuildInputs<'a> {
+    pub registry: &'a Registry,
+    /// The image the operator itself runs, used unless `spec.image` overrides it.
+    pub default_image: &'a str,
+    pub admin: &'a AdminCredentials,
+    /// Present when `spec.tls.selfSigned` is set.
+    pub self_signed: Option<&'a SelfSignedTls>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Workload {
+    Deployment(Deployment),
+    StatefulSet(StatefulSet),
+}
+
+/// Every object a Registry owns. `None` members are pruned if they exist from an earlier spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Children {
+    pub service_account: ServiceAccount,
+    pub config: ConfigMap,
+    pub admin_secret: Secret,
+    pub htpasswd_secret: Secret,
+    pub ca_secret: Option<Secret>,
+    pub ca_config_map: Option<ConfigMap>,
+    pub tls_secret: Option<Secret>,
+    pub workload: Workload,
+    pub service: Service,
+    pub ingress: Option<Ingress>,
+    pub pod_disruption_budget: Option<PodDisruptionBudget>,
+}
+
+/// DNS names the serving certificate must cover: the Service's names, the Ingress host, and
+/// localhost for `kubectl port-forward`.
+pub fn dns_names(registry: &Registry) -> Vec<String> {
+    let name = registry.name_any();
+    let namespace = registry.namespace().unwrap_or_default();
+    let mut names = vec![
+        name.clone(),
+        format!("{name}.{namespace}"),
+        format!("{name}.{namespace}.svc"),
+        format!("{name}.{namespace}.svc.cluster.local"),
+    ];
+    if let Some(ingress) = &registry.spec.ingress {
+        names.push(ingress.host.clone());
+    }
+    names.push("localhost".into());
+    names.push("127.0.0.1".into());
+    names
+}
+
+pub fn service_port(registry: &Registry) -> i32 {
+    registry
+        .spec
+        .service
+        .as_ref()
+        .and_then(|s| s.port)
+        .unwrap_or(DEFAULT_SERVICE_PORT)
+}
+
+/// `<service>.<namespace>.svc:<port>`
+pub fn endpoint(registry: &Registry) -> String {
+    format!(
+        "{}.{}.svc:{}",
+        registry.name_any(),
+        registry.namespace().unwrap_or_default(),
+        service_port(registry)
+    )
+}
+
+pub fn replicas(registry: &Registry) -> i32 {
+    registry.spec.replicas.unwrap_or(1)
+}
+
+fn meta(registry: &Registry, owner: &OwnerReference, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: registry.namespace(),
+        labels: Some(labels(&registry.name_any())),
+        owner_references: Some(vec![owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn bytes(pairs: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+        .collect()
+}
+
+fn tls_enabled(registry: &Registry) -> bool {
+    registry.spec.tls.is_some()
+}
+
+fn user_htpasswd_secret(registry: &Registry) -> Option<String> {
+    registry
+        .spec
+        .auth
+        .as_ref()?
+        .htpasswd_secret_ref
+        .as_ref()
+        .map(|r| r.name.clone())
+}
+
+/// The Secret holding the serving certificate: the user's, or the operator's `<name>-tls`.
+fn serving_secret(registry: &Registry) -> Option<String> {
+    let tls = registry.spec.tls.as_ref()?;
+    match &tls.secret_ref {
+        Some(r) => Some(r.name.clone()),
+        None => Some(ChildNames::new(&registry.name_any()).tls_secret()),
+    }
+}
+
+/// The registry's own configuration file (see `src/registry/config.rs`).
+pub fn registry_config(registry: &Registry) -> String {
+    let mut htpasswd = vec![format!("{ADMIN_HTPASSWD_DIR}/htpasswd")];
+    if user_htpasswd_secret(registry).is_some() {
+        htpasswd.push(format!("{USERS_HTPASSWD_DIR}/htpasswd"));
+    }
+    let anonymous_pull = registry
+        .spec
+        .auth
+        .as_ref()
+        .and_then(|a| a.anonymous_pull)
+        .unwrap_or(false);
+    let mut config = serde_json::json!({
+        "listen": format!(":{CONTAINER_PORT}"),
+        "storage": {"filesystem": {"root": DATA_DIR}},
+        "auth": {
+            "htpasswd": htpasswd,
+            "realm": registry.name_any(),
+            "anonymousPull": anonymous_pull,
+        },
+        "log": {"format": "json"},
+    });
+    if tls_enabled(registry) {
+        config["tls"] = serde_json::json!({
+            "certFile": format!("{TLS_DIR}/tls.crt"),
+            "keyFile": format!("{TLS_DIR}/tls.key"),
+        });
+    }
+    // serde_json's Value serializes maps in key order, so the text is stable.
+    serde_saphyr::to_string(&config).unwrap_or_default()
+}
+
+fn image(registry: &Registry, default_image: &str) -> (String, String) {
+    let spec = registry.spec.image.clone().unwrap_or_default();
+    let image = match (&spec.repository, &spec.tag) {
+        (None, None) => default_image.to_owned(),
+        (repository, tag) => {
+            let (default_repository, default_tag) = split_image(default_image);
+            let repository = repository.clone().unwrap_or(default_repository);
+            match tag.clone().or(default_tag) {
+                Some(t) if t.starts_with("sha256:") => format!("{repository}@{t}"),
+                Some(t) => format!("{repository}:{t}"),
+                None => repository,
+            }
+        }
+    };
+    let pull_policy = match spec.pull_policy.unwrap_or(PullPolicy::IfNotPresent) {
+        PullPolicy::Always => "Always",
+        PullPolicy::IfNotPresent => "IfNotPresent",
+        PullPolicy::Never => "Never",
+    };
+    (image, pull_policy.to_owned())
+}
+
+/// `repo[:tag|@digest]` into the repository and the tag or digest.
+fn split_image(image: &str) -> (String, Option<String>) {
+    if let Some((repository, digest)) = image.split_once('@') {
+        return (repository.to_owned(), Some(digest.to_owned()));
+    }
+    // A colon after the last slash is a tag; before it, a registry port.
+    match image.rfind(':') {
+        Some(i) if !image[i..].contains('/') => {
+            (image[..i].to_owned(), Some(image[i + 1..].to_owned()))
+        }
+        _ => (image.to_owned(), None),
+    }
+}
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("100m".into())),
+            ("memory".to_owned(), Quantity("64Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity("1Gi".into()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn secret_volume(name: &str, secret: String) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        // `readOnly: false` is left out: the API server drops it, and a field it drops would read
+        // as drift on every pass.
+        read_only: (name != "data").then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn probe(path: &str, https: bool, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String(PORT_NAME.to_owned()),
+            scheme: Some(if https { "HTTPS" } else { "HTTP" }.to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+/// A hash of everything mounted that the registry reads only at start, so a change rolls the pods.
+/// User-owned Secrets (an extra htpasswd, a `tls.secretRef` from cert-manager) are left out on
+/// purpose: the registry reloads those files in place, without a restart.
+fn config_hash(config: &str, admin: &AdminCredentials, tls: Option<&SelfSignedTls>) -> String {
+    let mut hash = Sha256::new();
+    hash.update(config.as_bytes());
+    hash.update([0]);
+    hash.update(admin.htpasswd.as_bytes());
+    if let Some(tls) = tls {
+        hash.update([0]);
+        hash.update(tls.cert_pem.as_bytes());
+    }
+    hex::encode(&hash.finalize()[..16])
+}
+
+fn pod_template(inputs: &BuildInputs, config: &str, persistent: bool) -> PodTemplateSpec {
+    let registry = inputs.registry;
+    let name = registry.name_any();
+    let names = ChildNames::new(&name);
+    let https = tls_enabled(registry);
+    let (image, pull_policy) = image(registry, inputs.default_image);
+
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: names.config(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        secret_volume("admin-htpasswd", names.htpasswd_secret()),
+    ];
+    let mut mounts = vec![
+        mount("config", CONFIG_DIR),
+        mount("admin-htpasswd", ADMIN_HTPASSWD_DIR),
+        mount("data", DATA_DIR),
+    ];
+    if let Some(secret) = user_htpasswd_secret(registry) {
+        volumes.push(secret_volume("users-htpasswd", secret));
+        mounts.push(mount("users-htpasswd", USERS_HTPASSWD_DIR));
+    }
+    if let Some(secret) = serving_secret(registry) {
+        volumes.push(secret_volume("tls", secret));
+        mounts.push(mount("tls", TLS_DIR));
+    }
+    if !persistent {
+        let size_limit = registry
+            .spec
+            .storage
+            .empty_dir
+            .as_ref()
+            .and_then(|e| e.size_limit.clone());
+        volumes.push(Volume {
+            name: "data".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit,
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+
+    let container = Container {
+        name: "registry".into(),
+        image: Some(image),
+        image_pull_policy: Some(pull_policy),
+        args: Some(vec![
+            "registry".into(),
+            "--config".into(),
+            format!("{CONFIG_DIR}/config.yaml"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some(PORT_NAME.into()),
+            container_port: CONTAINER_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(probe("/readyz", https, 5, 3)),
+        liveness_probe: Some(probe("/healthz", https, 10, 6)),
+        resources: Some(
+            registry
+                .spec
+                .resources
+                .clone()
+                .unwrap_or_else(default_resources),
+        ),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(mounts),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Container::default()
+    };
+
+    let mut pod_labels = selector_labels(&name);
+    pod_labels.insert("app.kubernetes.io/managed-by".into(), MANAGED_BY.to_owned());
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: Some(BTreeMap::from([(
+                CONFIG_HASH_ANNOTATION.to_owned(),
+                config_hash(config, inputs.admin, inputs.self_signed),
+            )])),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            service_account_name: Some(name.clone()),
+            automount_service_account_token: Some(false),
+            // The registry drains for up to 30 s on SIGTERM (see `registry/server.rs`).
+            termination_grace_period_seconds: Some(40),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(RUN_AS),
+                run_as_group: Some(RUN_AS),
+                fs_group: Some(RUN_AS),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..SeccompProfile::default()
+                }),
+                ..PodSecurityContext::default()
+            }),
+            containers: vec![container],
+            volumes: Some(volumes),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+fn workload(inputs: &BuildInputs, owner: &OwnerReference, config: &str) -> Workload {
+    let registry = inputs.registry;
+    let name = registry.name_any();
+    let selector = LabelSelector {
+        match_labels: Some(selector_labels(&name)),
+        ..LabelSelector::default()
+    };
+    let metadata = meta(registry, owner, ChildNames::new(&name).workload());
+    match &registry.spec.storage.persistent_volume {
+        Some(volume) => {
+            let when_deleted = match volume
+                .deletion_policy
+                .unwrap_or(VolumeDeletionPolicy::Retain)
+            {
+                VolumeDeletionPolicy::Retain => "Retain",
+                VolumeDeletionPolicy::Delete => "Delete",
+            };
+            let claim = PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some("data".into()),
+                    labels: Some(labels(&name)),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".into()]),
+                    storage_class_name: volume.storage_class_name.clone(),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([(
+                            "storage".to_owned(),
+                            volume.size.clone(),
+                        )])),
+                        ..VolumeResourceRequirements::default()
+                    }),
+                    ..PersistentVolumeClaimSpec::default()
+                }),
+                ..PersistentVolumeClaim::default()
+            };
+            Workload::StatefulSet(StatefulSet {
+                metadata,
+                spec: Some(StatefulSetSpec {
+                    replicas: Some(replicas(registry)),
+                    selector,
+                    service_name: Some(name.clone()),
+                    pod_management_policy: Some("Parallel".into()),
+                    persistent_volume_claim_retention_policy: Some(
+                        StatefulSetPersistentVolumeClaimRetentionPolicy {
+                            when_deleted: Some(when_deleted.into()),
+                            when_scaled: Some("Retain".into()),
+                        },
+                    ),
+                    template: pod_template(inputs, config, true),
+                    volume_claim_templates: Some(vec![claim]),
+                    ..StatefulSetSpec::default()
+                }),
+                ..StatefulSet::default()
+            })
+        }
+        None => Workload::Deployment(Deployment {
+            metadata,
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas(registry)),
+                selector,
+                // Surge first so the registry keeps serving through a rollout.
+                strategy: Some(DeploymentStrategy {
+                    type_: Some("RollingUpdate".into()),
+                    rolling_update: Some(RollingUpdateDeployment {
+                        max_surge: Some(IntOrString::Int(1)),
+                        max_unavailable: Some(IntOrString::Int(0)),
+                    }),
+                }),
+                revision_history_limit: Some(3),
+                template: pod_template(inputs, config, false),
+                ..DeploymentSpec::default()
+            }),
+            ..Deployment::default()
+        }),
+    }
+}
+
+fn service(registry: &Registry, owner: &OwnerReference) -> Service {
+    let name = registry.name_any();
+    let spec = registry.spec.service.clone().unwrap_or_default();
+    let type_ = match spec.type_.unwrap_or(ServiceType::ClusterIP) {
+        ServiceType::ClusterIP => "ClusterIP",
+        ServiceType::NodePort => "NodePort",
+        ServiceType::LoadBalancer => "LoadBalancer",
+    };
+    let mut metadata = meta(registry, owner, ChildNames::new(&name).workload());
+    metadata.annotations = spec.annotations.filter(|a| !a.is_empty());
+    Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            type_: Some(type_.into()),
+            selector: Some(selector_labels(&name)),
+            ports: Some(vec![ServicePort {
+                name: Some(PORT_NAME.into()),
+                port: service_port(registry),
+                target_port: Some(IntOrString::String(PORT_NAME.into())),
+                node_port: spec.node_port,
+                protocol: Some("TCP".into()),
+                app_protocol: Some(
+                    if tls_enabled(registry) {
+                        "https"
+                    } else {
+                        "http"
+                    }
+                    .into(),
+                ),
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn ingress(registry: &Registry, owner: &OwnerReference) -> Option<Ingress> {
+    let spec = registry.spec.ingress.as_ref()?;
+    let name = registry.name_any();
+    let mut metadata = meta(registry, owner, ChildNames::new(&name).workload());
+    metadata.annotations = spec.annotations.clone().filter(|a| !a.is_empty());
+    Some(Ingress {
+        metadata,
+        spec: Some(IngressSpec {
+            ingress_class_name: spec.class_name.clone(),
+            tls: spec.tls_secret_ref.as_ref().map(|secret| {
+                vec![IngressTLS {
+                    hosts: Some(vec![spec.host.clone()]),
+                    secret_name: Some(secret.name.clone()),
+                }]
+            }),
+            rules: Some(vec![IngressRule {
+                host: Some(spec.host.clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some("/".into()),
+                        path_type: "Prefix".into(),
+                        backend: IngressBackend {
+                            service: Some(IngressServiceBackend {
+                                name: name.clone(),
+                                port: Some(ServiceBackendPort {
+                                    name: Some(PORT_NAME.into()),
+                                    ..ServiceBackendPort::default()
+                                }),
+                            }),
+                            ..IngressBackend::default()
+                        },
+                    }],
+                }),
+            }]),
+            ..IngressSpec::default()
+        }),
+        ..Ingress::default()
+    })
+}
+
+fn pod_disruption_budget(
+    registry: &Registry,
+    owner: &OwnerReference,
+) -> Option<PodDisruptionBudget> {
+    if replicas(registry) <= 1 {
+        return None;
+    }
+    let name = registry.name_any();
+    Some(PodDisruptionBudget {
+        metadata: meta(registry, owner, ChildNames::new(&name).workload()),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&name)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    })
+}
+
+fn self_signed_objects(
+    registry: &Registry,
+    owner: &OwnerReference,
+    tls: &SelfSignedTls,
+) -> (Secret, ConfigMap, Secret) {
+    let names = ChildNames::new(&registry.name_any());
+    let mut ca_meta = meta(registry, owner, names.ca());
+    ca_meta.annotations = Some(BTreeMap::from([(
+        NOT_AFTER_ANNOTATION.to_owned(),
+        tls.ca_not_after.to_string(),
+    )]));
+    let ca_secret = Secret {
+        metadata: ca_meta,
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(bytes(&[
+            ("tls.crt", &tls.ca_cert_pem),
+            ("tls.key", &tls.ca_key_pem),
+        ])),
+        ..Secret::default()
+    };
+    let ca_config_map = ConfigMap {
+        metadata: meta(registry, owner, names.ca()),
+        data: Some(BTreeMap::from([(
+            "ca.crt".to_owned(),
+            tls.ca_cert_pem.clone(),
+        )])),
+        ..ConfigMap::default()
+    };
+    let mut tls_meta = meta(registry, owner, names.tls_secret());
+    tls_meta.annotations = Some(BTreeMap::from([
+        (NOT_AFTER_ANNOTATION.to_owned(), tls.not_after.to_string()),
+        (DNS_NAMES_ANNOTATION.to_owned(), tls.dns_names.join(",")),
+    ]));
+    let tls_secret = Secret {
+        metadata: tls_meta,
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(bytes(&[
+            ("tls.crt", &tls.cert_pem),
+            ("tls.key", &tls.key_pem),
+            ("ca.crt", &tls.ca_cert_pem),
+        ])),
+        ..Secret::default()
+    };
+    (ca_secret, ca_config_map, tls_secret)
+}
+
+/// Everything the Registry owns.
+pub fn build(inputs: &BuildInputs) -> Result<Children, BuildError> {
+    let registry = inputs.registry;
+    if registry.spec.storage.s3.is_some() {
+        return Err(BuildError::S3NotAvailable);
+    }
+    let owner = registry
+        .controller_owner_ref(&())
+        .ok_or(BuildError::Incomplete)?;
+    if registry.namespace().is_none() {
+        return Err(BuildError::Incomplete);
+    }
+    let name = registry.name_any();
+    let names = ChildNames::new(&name);
+    let config_text = registry_config(registry);
+
+    let mut admin_secret_meta = meta(registry, &owner, names.admin_secret());
+    admin_secret_meta.annotations = Some(BTreeMap::from([(
+        "wharf.dev/endpoint".to_owned(),
+        endpoint(registry),
+    )]));
+    let admin_secret = Secret {
+        metadata: admin_secret_meta,
+        type_: Some("kubernetes.io/basic-auth".into()),
+        data: Some(bytes(&[
+            ("username", &inputs.admin.username),
+            ("password", &inputs.admin.password),
+        ])),
+        ..Secret::default()
+    };
+    let mut htpasswd_meta = meta(registry, &owner, names.htpasswd_secret());
+    htpasswd_meta.annotations = Some(BTreeMap::from([(
+        PASSWORD_SHA256_ANNOTATION.to_owned(),
+        inputs.admin.password_sha256.clone(),
+    )]));
+    let htpasswd_secret = Secret {
+        metadata: htpasswd_meta,
+        type_: Some("Opaque".into()),
+        data: Some(bytes(&[("htpasswd", &inputs.admin.htpasswd)])),
+        ..Secret::default()
+    };
+    let self_signed = match (
+        registry
+            .spec
+            .tls
+            .as_ref()
+            .and_then(|t| t.self_signed.as_ref()),
+        inputs.self_signed,
+    ) {
+        (Some(_), Some(tls)) => Some(self_signed_objects(registry, &owner, tls)),
+        _ => None,
+    };
+    let (ca_secret, ca_config_map, tls_secret) = match self_signed {
+        Some((a, b, c)) => (Some(a), Some(b), Some(c)),
+        None => (None, None, None),
+    };
+
+    Ok(Children {
+        service_account: ServiceAccount {
+            metadata: meta(registry, &owner, names.workload()),
+            automount_service_account_token: Some(false),
+            ..ServiceAccount::default()
+        },
+        config: ConfigMap {
+            metadata: meta(registry, &owner, names.config()),
+            data: Some(BTreeMap::from([(
+                "config.yaml".to_owned(),
+                config_text.clone(),
+            )])),
+            ..ConfigMap::default()
+        },
+        admin_secret,
+        htpasswd_secret,
+        ca_secret,
+        ca_config_map,
+        tls_secret,
+        workload: workload(inputs, &owner, &config_text),
+        service: service(registry, &owner),
+        ingress: ingress(registry, &owner),
+        pod_disruption_budget: pod_disruption_budget(registry, &owner),
+    })
+}
+
+#[cfg(test)]
+mod tests;

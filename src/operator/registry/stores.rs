@@ -1,0 +1,149 @@
+//! Caches of everything Registries own, filled by label-filtered watches that also trigger the
+//! controller. Reconciles read live children from here instead of the API server, so a pass with
+//! nothing to do makes no API calls at all.
+
+use super::names::{ChildNames, MANAGED_BY_SELECTOR};
+use futures_util::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub type ChildStream<K> = Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
+
+#[derive(Clone)]
+pub struct ChildStores {
+    pub deployments: Store<Deployment>,
+    pub stateful_sets: Store<StatefulSet>,
+    pub services: Store<Service>,
+    pub service_accounts: Store<ServiceAccount>,
+    pub config_maps: Store<ConfigMap>,
+    pub secrets: Store<Secret>,
+    pub ingresses: Store<Ingress>,
+    pub pod_disruption_budgets: Store<PodDisruptionBudget>,
+}
+
+/// The watch streams that feed the stores; the controller polls them as triggers.
+pub struct ChildStreams {
+    pub deployments: ChildStream<Deployment>,
+    pub stateful_sets: ChildStream<StatefulSet>,
+    pub services: ChildStream<Service>,
+    pub service_accounts: ChildStream<ServiceAccount>,
+    pub config_maps: ChildStream<ConfigMap>,
+    pub secrets: ChildStream<Secret>,
+    pub ingresses: ChildStream<Ingress>,
+    pub pod_disruption_budgets: ChildStream<PodDisruptionBudget>,
+}
+
+fn watch<K>(client: &Client) -> (Store<K>, ChildStream<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default()
+        .labels(MANAGED_BY_SELECTOR)
+        .any_semantic();
+    let stream = watcher(Api::<K>::all(client.clone()), config)
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects()
+        .boxed();
+    (reader, stream)
+}
+
+pub fn watch_children(client: &Client) -> (ChildStores, ChildStreams) {
+    let (deployments, deployments_stream) = watch(client);
+    let (stateful_sets, stateful_sets_stream) = watch(client);
+    let (services, services_stream) = watch(client);
+    let (service_accounts, service_accounts_stream) = watch(client);
+    let (config_maps, config_maps_stream) = watch(client);
+    let (secrets, secrets_stream) = watch(client);
+    let (ingresses, ingresses_stream) = watch(client);
+    let (pod_disruption_budgets, pdb_stream) = watch(client);
+    (
+        ChildStores {
+            deployments,
+            stateful_sets,
+            services,
+            service_accounts,
+            config_maps,
+            secrets,
+            ingresses,
+            pod_disruption_budgets,
+        },
+        ChildStreams {
+            deployments: deployments_stream,
+            stateful_sets: stateful_sets_stream,
+            services: services_stream,
+            service_accounts: service_accounts_stream,
+            config_maps: config_maps_stream,
+            secrets: secrets_stream,
+            ingresses: ingresses_stream,
+            pod_disruption_budgets: pdb_stream,
+        },
+    )
+}
+
+fn get<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    store.get(&ObjectRef::new(name).within(namespace))
+}
+
+/// The live children of one Registry, as the caches hold them.
+#[derive(Default)]
+pub struct LiveChildren {
+    pub deployment: Option<Arc<Deployment>>,
+    pub stateful_set: Option<Arc<StatefulSet>>,
+    pub service: Option<Arc<Service>>,
+    pub service_account: Option<Arc<ServiceAccount>>,
+    pub config: Option<Arc<ConfigMap>>,
+    pub admin_secret: Option<Arc<Secret>>,
+    pub htpasswd_secret: Option<Arc<Secret>>,
+    pub ca_secret: Option<Arc<Secret>>,
+    pub ca_config_map: Option<Arc<ConfigMap>>,
+    pub tls_secret: Option<Arc<Secret>>,
+    pub ingress: Option<Arc<Ingress>>,
+    pub pod_disruption_budget: Option<Arc<PodDisruptionBudget>>,
+}
+
+impl ChildStores {
+    /// Resolves once every cache holds its first full list, so that an empty cache right after
+    /// start-up is never mistaken for missing children.
+    pub async fn ready(&self) -> bool {
+        self.deployments.wait_until_ready().await.is_ok()
+            && self.stateful_sets.wait_until_ready().await.is_ok()
+            && self.services.wait_until_ready().await.is_ok()
+            && self.service_accounts.wait_until_ready().await.is_ok()
+            && self.config_maps.wait_until_ready().await.is_ok()
+            && self.secrets.wait_until_ready().await.is_ok()
+            && self.ingresses.wait_until_ready().await.is_ok()
+            && self.pod_disruption_budgets.wait_until_ready().await.is_ok()
+    }
+
+    pub fn live(&self, namespace: &str, names: &ChildNames) -> LiveChildren {
+        let workload = names.workload();
+        LiveChildren {
+            deployment: get(&self.deployments, namespace, &workload),
+            stateful_set: get(&self.stateful_sets, namespace, &workload),
+            service: get(&self.services, namespace, &workload),
+            service_account: get(&self.service_accounts, namespace, &workload),
+            config: get(&self.config_maps, namespace, &names.config()),
+            admin_secret: get(&self.secrets, namespace, &names.admin_secret()),
+            htpasswd_secret: get(&self.secrets, namespace, &names.htpasswd_secret()),
+            ca_secret: get(&self.secrets, namespace, &names.ca()),
+            ca_config_map: get(&self.config_maps, namespace, &names.ca()),
+            tls_secret: get(&self.secrets, namespace, &names.tls_secret()),
+            ingress: get(&self.ingresses, namespace, &workload),
+            pod_disruption_budget: get(&self.pod_disruption_budgets, namespace, &workload),
+        }
+    }
+}
