@@ -107,7 +107,7 @@ def main():
     rows = [
         ("kubectl apply → Ready, one Registry (emptyDir)", f"{single:.1f} s"),
         (f"kubectl apply → all Ready, {COUNT} Registries at once", f"{all_ready:.1f} s"),
-        ("operator RSS, idle (no Registries)", mib(idle["wharf_operator_resident_memory_bytes"])),
+        ("operator RSS, idle (only the `make run` sample Registry)", mib(idle["wharf_operator_resident_memory_bytes"])),
         (f"operator RSS with {COUNT + 1} Registries", mib(after["wharf_operator_resident_memory_bytes"])),
         ("operator peak RSS over the run", mib(after["wharf_operator_peak_resident_memory_bytes"])),
         ("API requests per reconcile while creating (all verbs, incl. status and events)",
