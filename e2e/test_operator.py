@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from support.procs import REPO, run
+from support.procs import REPO, parse_prometheus, run
 
 SAMPLE = os.path.join(REPO, "config", "samples", "registry.yaml")
 OPERATOR_NS = "wharf-system"
@@ -55,13 +55,8 @@ def leader(cluster):
 
 
 def metrics(cluster, pod):
-    text = cluster.kubectl("get", "--raw", f"/api/v1/namespaces/{OPERATOR_NS}/pods/{pod}:8080/proxy/metrics").stdout
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            values[key] = float(value)
-    return values
+    return parse_prometheus(
+        cluster.kubectl("get", "--raw", f"/api/v1/namespaces/{OPERATOR_NS}/pods/{pod}:8080/proxy/metrics").stdout)
 
 
 def writes(values):

@@ -12,6 +12,8 @@ import time
 from datetime import datetime, timezone
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "e2e"))
+from support.procs import parse_prometheus  # noqa: E402
 COUNT = int(os.environ.get("WHARF_BENCH_REGISTRIES", "50"))
 NAMESPACE = "bench-operator"
 KUBECTL = os.environ.get("KUBECTL", "kubectl")
@@ -31,13 +33,7 @@ def leader():
 
 
 def metrics(pod):
-    text = kubectl("get", "--raw", f"/api/v1/namespaces/wharf-system/pods/{pod}:8080/proxy/metrics")
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            values[key] = float(value)
-    return values
+    return parse_prometheus(kubectl("get", "--raw", f"/api/v1/namespaces/wharf-system/pods/{pod}:8080/proxy/metrics"))
 
 
 def requests(m, verbs=("GET", "POST", "PUT", "PATCH", "DELETE")):
@@ -108,7 +104,7 @@ def main():
         ("kubectl apply → Ready, one Registry (emptyDir)", f"{single:.1f} s"),
         (f"kubectl apply → all Ready, {COUNT} Registries at once", f"{all_ready:.1f} s"),
         ("operator RSS, idle (only the `make run` sample Registry)", mib(idle["wharf_operator_resident_memory_bytes"])),
-        (f"operator RSS with {COUNT + 1} Registries", mib(after["wharf_operator_resident_memory_bytes"])),
+        (f"operator RSS with {COUNT + 2} Registries (all Ready)", mib(after["wharf_operator_resident_memory_bytes"])),
         ("operator peak RSS over the run", mib(after["wharf_operator_peak_resident_memory_bytes"])),
         ("API requests per reconcile while creating (all verbs, incl. status and events)",
          f"{first_pass_requests / max(first_pass_reconciles, 1):.2f} ({first_pass_requests:.0f} / {first_pass_reconciles:.0f})"),

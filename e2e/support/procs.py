@@ -44,3 +44,13 @@ def wait_http(url, timeout=20, expect=(200, 401), cafile=None):
             last = e
         time.sleep(0.1)
     raise AssertionError(f"{url} did not answer within {timeout}s: {last}")
+
+
+def parse_prometheus(text):
+    """Prometheus text format into {'name{labels}': value}."""
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            values[key] = float(value)
+    return values
