@@ -48,10 +48,16 @@ def operator(cluster, wharf_image, crds_absent):
                     "--timeout=120s", check=False, timeout=180)
 
 
-def leader(cluster):
+def holder(cluster):
+    """The lease holder's identity, `<pod>_<random per process>`."""
     lease = cluster.get("lease", "wharf-operator", OPERATOR_NS) or {}
-    holder = (lease.get("spec", {}).get("holderIdentity") or "").split("_")[0]
-    return holder if holder and cluster.get("pod", holder, OPERATOR_NS) else None
+    return lease.get("spec", {}).get("holderIdentity") or None
+
+
+def leader(cluster):
+    """The pod whose process holds the lease."""
+    pod = (holder(cluster) or "").split("_")[0]
+    return pod if pod and cluster.get("pod", pod, OPERATOR_NS) else None
 
 
 def metrics(cluster, pod):
@@ -370,17 +376,20 @@ def test_a_standby_takes_over_when_the_leader_dies(cluster, operator, namespace)
     apply_sample(cluster, namespace, storage={"emptyDir": {}})
     cluster.wait_until("Ready", lambda: ready(cluster, "main", namespace), timeout=180)
     old = leader(cluster)
-    standby = next(p["metadata"]["name"] for p in operator_pods(cluster) if p["metadata"]["name"] != old)
+    old_identity = holder(cluster)
     killed = time.monotonic()
     kill_hard(cluster, old)
-    new = cluster.wait_until("a new leader", lambda: (leader(cluster) or old) != old and leader(cluster),
-                             timeout=LEASE_SECONDS * 3)
+    # The standby, or the killed container restarted by the kubelet in the same pod (a new
+    # process, so a new identity), whichever first sees the lease expire.
+    cluster.wait_until("a new leader", lambda: holder(cluster) not in (None, old_identity) and leader(cluster),
+                       timeout=LEASE_SECONDS * 3)
     took = time.monotonic() - killed
-    print(f"\nleader failover after a kill: {took:.1f}s (lease {LEASE_SECONDS}s), new leader {new}")
+    new = leader(cluster)
+    print(f"\nleader failover after a kill: {took:.1f}s (lease {LEASE_SECONDS}s), new leader {holder(cluster)}")
     assert took <= LEASE_SECONDS + 10
     if cluster.local:
-        # SIGKILL leaves the lease held, so the standby waits it out; a replacement pod does not exist.
-        assert new == standby and took >= LEASE_SECONDS - 3, (new, standby, took)
+        # SIGKILL gives no chance to release the lease: whoever takes over waited it out.
+        assert took >= LEASE_SECONDS - 3, took
     # The new leader reconciles: a deleted Service comes back.
     cluster.kubectl("delete", "service", "main", "-n", namespace)
     try:
