@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Go tools the tests use, by module path at pinned versions, into a cache keyed by
-# version: CoreDNS (cluster DNS), the OCI distribution-spec conformance suite, and oras.
+# version: CoreDNS (cluster DNS), the OCI distribution-spec conformance suite, oras and crane.
 # Prints the bin directory.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,6 +23,12 @@ if [ ! -f "$(stamp oras "$ORAS_VERSION")" ]; then
     echo "building oras $ORAS_VERSION" >&2
     GOBIN=$bin go install -trimpath -ldflags "-s -w" "oras.land/oras/cmd/oras@$ORAS_VERSION"
     touch "$(stamp oras "$ORAS_VERSION")"
+fi
+
+if [ ! -f "$(stamp crane "$CRANE_VERSION")" ]; then
+    echo "building crane $CRANE_VERSION" >&2
+    GOBIN=$bin go install -trimpath -ldflags "-s -w" "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
+    touch "$(stamp crane "$CRANE_VERSION")"
 fi
 
 if [ ! -f "$(stamp conformance "$CONFORMANCE_VERSION")" ]; then

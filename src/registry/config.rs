@@ -1,6 +1,7 @@
 //! Registry configuration: a YAML file, overridden by flags and `WHARF_REGISTRY_*` environment
 //! variables, over defaults that make `wharf registry --storage ./data` a working registry.
 
+use super::auth::{AccessRule, TokenSettings};
 use crate::duration;
 use clap::Args;
 use serde::Deserialize;
@@ -41,6 +42,9 @@ pub struct RegistryArgs {
     /// Let unauthenticated clients pull when auth is on.
     #[arg(long, env = "WHARF_REGISTRY_ANONYMOUS_PULL", num_args = 0..=1, default_missing_value = "true")]
     pub anonymous_pull: Option<bool>,
+    /// Serve Docker token authentication at /auth/token (needs --htpasswd).
+    #[arg(long, env = "WHARF_REGISTRY_TOKEN_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    pub token_auth: Option<bool>,
     /// Refuse every write.
     #[arg(long, env = "WHARF_REGISTRY_READ_ONLY", num_args = 0..=1, default_missing_value = "true")]
     pub read_only: Option<bool>,
@@ -110,6 +114,25 @@ struct FileAuth {
     htpasswd: OneOrMany,
     realm: Option<String>,
     anonymous_pull: Option<bool>,
+    /// Per-user rules; users without any are unrestricted.
+    #[serde(default)]
+    access: Vec<AccessRule>,
+    token: Option<FileToken>,
+}
+
+/// Docker token authentication (`auth.token`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileToken {
+    enabled: Option<bool>,
+    realm: Option<String>,
+    service: Option<String>,
+    issuer: Option<String>,
+    #[serde(default, with = "duration::serde_opt")]
+    lifetime: Option<Duration>,
+    #[serde(default, with = "duration::serde_opt")]
+    refresh_lifetime: Option<Duration>,
+    key_file: Option<PathBuf>,
 }
 
 /// `htpasswd: /etc/a` or `htpasswd: [/etc/a, /etc/b]`.
@@ -163,6 +186,9 @@ pub struct Config {
     pub htpasswd: Vec<PathBuf>,
     pub realm: String,
     pub anonymous_pull: bool,
+    pub access_rules: Vec<AccessRule>,
+    /// Docker token authentication; `None`: basic auth only.
+    pub token: Option<TokenSettings>,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub log_json: bool,
 }
@@ -209,6 +235,22 @@ impl Config {
             (None, None) => None,
             _ => return Err(ConfigError::TlsIncomplete),
         };
+        let file_token = file.auth.token.unwrap_or_default();
+        let token = match args.token_auth.or(file_token.enabled).unwrap_or(false) {
+            false => None,
+            true => Some(TokenSettings {
+                realm: file_token.realm,
+                service: file_token
+                    .service
+                    .unwrap_or_else(|| "wharf-registry".into()),
+                issuer: file_token.issuer.unwrap_or_else(|| "wharf".into()),
+                lifetime: file_token.lifetime.unwrap_or(Duration::from_secs(300)),
+                refresh_lifetime: file_token
+                    .refresh_lifetime
+                    .unwrap_or(Duration::from_secs(24 * 3600)),
+                key_file: file_token.key_file,
+            }),
+        };
         let log_format = args
             .log_format
             .clone()
@@ -248,6 +290,8 @@ impl Config {
                 .anonymous_pull
                 .or(file.auth.anonymous_pull)
                 .unwrap_or(false),
+            access_rules: file.auth.access,
+            token,
             tls,
             log_json: log_format != "text",
         })
@@ -263,6 +307,7 @@ mod tests {
         let c = Config::resolve(&RegistryArgs::default()).unwrap();
         assert_eq!(c.listen, "0.0.0.0:5000".parse().unwrap());
         assert!(c.deletes_enabled && !c.read_only && c.htpasswd.is_empty() && c.tls.is_none());
+        assert!(c.token.is_none() && c.access_rules.is_empty());
     }
 
     #[test]
@@ -288,6 +333,27 @@ mod tests {
         let c = Config::resolve(&args).unwrap();
         assert_eq!(c.listen.port(), 7000);
         assert!(!c.read_only);
+    }
+
+    #[test]
+    fn token_auth_and_access_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "auth:\n  htpasswd: [/a, /b]\n  token: {enabled: true, lifetime: 2m, service: reg}\n  access:\n  - {users: [ci], repositories: [\"team-a/**\"], actions: [pull, push]}\n",
+        )
+        .unwrap();
+        let c = Config::resolve(&RegistryArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.htpasswd.len(), 2);
+        let token = c.token.expect("token auth on");
+        assert_eq!(token.lifetime, Duration::from_secs(120));
+        assert_eq!(token.service, "reg");
+        assert_eq!(c.access_rules[0].users, ["ci"]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! group (`api/uploads.rs` is the upload path), `storage/` the backends, `server.rs` the
 //! listener (TLS, graceful shutdown, health and metrics endpoints).
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;

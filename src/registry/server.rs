@@ -3,7 +3,7 @@
 
 use super::Registry;
 use super::api;
-use super::auth::{Access, Auth, AuthError};
+use super::auth::{Auth, AuthError, AuthOptions, Scope};
 use super::config::{Config, ConfigError, RegistryArgs};
 use super::storage::Store;
 use super::storage::fs::FsStore;
@@ -48,6 +48,11 @@ pub fn router<S: Store>(registry: Arc<Registry<S>>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<S>))
         .route("/metrics", get(metrics::<S>))
+        .route(
+            "/auth/token",
+            get(super::auth::endpoint::get::<S>).post(super::auth::endpoint::post::<S>),
+        )
+        .merge(super::admin::routes::<S>())
         .fallback(api::dispatch::<S>)
         .with_state(registry)
 }
@@ -72,7 +77,7 @@ async fn metrics<S: Store>(
     State(registry): State<Arc<Registry<S>>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = registry.auth.authorize(&headers, None, Access::Pull) {
+    if let Err(denied) = registry.auth.authorize(&headers, Scope::Base).await {
         return denied.into_response();
     }
     (
@@ -91,14 +96,18 @@ pub async fn run(args: RegistryArgs) -> Result<(), ServerError> {
             source,
         }
     })?;
-    let auth = match config.htpasswd.is_empty() {
-        false => Auth::new(
-            config.htpasswd.clone(),
-            &config.realm,
-            config.anonymous_pull,
-        )?,
-        true => Auth::open(),
-    };
+    let auth = Auth::new(
+        AuthOptions {
+            htpasswd: config.htpasswd.clone(),
+            realm: config.realm.clone(),
+            anonymous_pull: config.anonymous_pull,
+            rules: config.access_rules.clone(),
+            token: config.token.clone(),
+            tls: config.tls.is_some(),
+        },
+        store.clone(),
+    )
+    .await?;
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls::server_config(cert.clone(), key.clone())?),
         None => None,
@@ -117,6 +126,7 @@ pub async fn run(args: RegistryArgs) -> Result<(), ServerError> {
         storage = %config.storage_root.display(),
         tls = tls.is_some(),
         auth = !config.htpasswd.is_empty(),
+        token_auth = config.token.is_some() && !config.htpasswd.is_empty(),
         read_only = config.read_only,
         "registry serving"
     );

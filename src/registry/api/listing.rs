@@ -2,6 +2,7 @@
 
 use super::{Json, Query, next_link, paginate};
 use crate::registry::Registry;
+use crate::registry::auth::{Access, Identity};
 use crate::registry::error::RegistryError;
 use crate::registry::names::RepoName;
 use crate::registry::storage::Store;
@@ -29,11 +30,17 @@ pub async fn tags<S: Store>(
     Ok(response)
 }
 
+/// Lists only the repositories the caller may pull from.
 pub async fn catalog<S: Store>(
     registry: &Registry<S>,
     query: &Query,
+    identity: &Identity,
 ) -> Result<Response, RegistryError> {
-    let all = registry.store.list_repositories().await?;
+    let mut all = registry.store.list_repositories().await?;
+    let grants = registry.auth.catalog_grants(identity).await?;
+    if !grants.is_admin() {
+        all.retain(|repo| grants.allows(repo, Access::Pull));
+    }
     let (page, more) = paginate(&all, query)?;
     let mut response = Json::ok(serde_json::json!({ "repositories": page }));
     if let (Some(n), Some(last)) = (more, page.last()) {

@@ -8,7 +8,7 @@ mod referrers;
 mod uploads;
 
 use super::Registry;
-use super::auth::Access;
+use super::auth::{Access, Scope};
 use super::error::RegistryError;
 use super::routes::{self, Route};
 use super::storage::Store;
@@ -29,7 +29,7 @@ pub const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 pub struct Query(HashMap<String, Vec<String>>);
 
 impl Query {
-    fn parse(raw: Option<&str>) -> Query {
+    pub fn parse(raw: Option<&str>) -> Query {
         let mut map: HashMap<String, Vec<String>> = HashMap::new();
         for (k, v) in form_pairs(raw.unwrap_or("")) {
             map.entry(k).or_default().push(v);
@@ -180,15 +180,21 @@ async fn handle<S: Store>(
         Method::DELETE => Access::Delete,
         _ => Access::Push,
     };
-    let identity = registry
-        .auth
-        .authorize(request.headers(), route.repository(), access)?;
+    let scope = match &route {
+        Route::Base => Scope::Base,
+        Route::Catalog => Scope::Catalog,
+        other => Scope::Repository(
+            other.repository().expect("repository routes name one"),
+            access,
+        ),
+    };
+    let identity = registry.auth.authorize(request.headers(), scope).await?;
     if access != Access::Pull && registry.config.read_only {
         return Err(RegistryError::Unsupported(
             "the registry is in read-only mode",
         ));
     }
-    tracing::Span::current().record("user", identity.as_deref());
+    tracing::Span::current().record("user", identity.name.as_deref());
     let query = Query::parse(request.uri().query());
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
@@ -196,7 +202,7 @@ async fn handle<S: Store>(
         (Method::GET, Route::Base) | (Method::HEAD, Route::Base) => {
             Ok(Json::ok(serde_json::json!({})))
         }
-        (Method::GET, Route::Catalog) => listing::catalog(registry, &query).await,
+        (Method::GET, Route::Catalog) => listing::catalog(registry, &query, &identity).await,
         (Method::GET, Route::Tags(repo)) => listing::tags(registry, &repo, &query).await,
         (Method::GET, Route::Manifest(repo, reference)) => {
             manifests::get(registry, &repo, &reference, true).await
@@ -220,7 +226,7 @@ async fn handle<S: Store>(
             blobs::delete(registry, &repo, &digest).await
         }
         (Method::POST, Route::UploadStart(repo)) => {
-            uploads::start(registry, &repo, &query, &headers, body).await
+            uploads::start(registry, &repo, &query, body, &identity).await
         }
         (Method::GET, Route::Upload(repo, id)) => uploads::status(registry, &repo, &id).await,
         (Method::PATCH, Route::Upload(repo, id)) => {

@@ -9,6 +9,7 @@
 //! repositories/<name>/_manifests/revisions/<alg>/<hex> media type of a manifest in this repository
 //! repositories/<name>/_manifests/tags/<tag>            digest the tag points to
 //! repositories/<name>/_referrers/<alg>/<subject>/<alg>-<hex>  descriptor of a referrer
+//! _wharf/<key>                                        the registry's own documents (robots)
 //! ```
 //! Every file becomes visible whole, by renaming a temporary file in the same directory, so a
 //! crash leaves at most an unreferenced temporary or an unlinked blob, never a partial one.
@@ -39,7 +40,7 @@ const SMALL_BLOB: u64 = 256 << 10;
 const MANIFEST_CACHE_ENTRIES: usize = 4096;
 
 pub struct FsStore {
-    root: PathBuf,
+    pub(super) root: PathBuf,
     fsync: bool,
     uploads_in_progress: Mutex<HashSet<String>>,
     manifest_cache: Mutex<HashMap<Digest, Bytes>>,
@@ -64,7 +65,7 @@ fn not_found_is_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
 impl FsStore {
     pub fn new(root: impl Into<PathBuf>, fsync: bool) -> io::Result<Arc<FsStore>> {
         let root = root.into();
-        for dir in ["blobs", "uploads", "repositories"] {
+        for dir in ["blobs", "uploads", "repositories", "_wharf"] {
             std::fs::create_dir_all(root.join(dir))?;
         }
         Ok(Arc::new(FsStore {
@@ -131,7 +132,7 @@ impl FsStore {
     /// temporary file that is renamed into place only after the write has completed. (One
     /// blocking task for the whole sequence: tokio's File acknowledges a write before the bytes
     /// reach the file, so renaming after it could publish an empty file.)
-    async fn write_atomic(&self, path: &Path, contents: &[u8]) -> StorageResult<()> {
+    pub(super) async fn write_atomic(&self, path: &Path, contents: &[u8]) -> StorageResult<()> {
         let path = path.to_owned();
         let contents = contents.to_vec();
         let fsync = self.fsync;

@@ -3,6 +3,7 @@
 //! renames, so nothing above this trait assumes a local disk or a single process.
 
 pub mod fs;
+mod fs_documents;
 mod tag_lists;
 
 use super::digest::{Digest, Hasher};
@@ -177,4 +178,39 @@ pub trait Store: Send + Sync + 'static {
         repo: &RepoName,
         subject: &Digest,
     ) -> impl Future<Output = StorageResult<Vec<Bytes>>> + Send;
+}
+
+/// Small JSON documents the registry keeps about itself (robot accounts, the token signing key),
+/// stored next to the content so that every replica sharing the storage sees the same ones.
+/// Keys are `/`-separated lowercase words; each document is replaced whole, atomically.
+pub trait Documents: Send + Sync + 'static {
+    fn get_document<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StorageResult<Option<Vec<u8>>>>;
+    fn put_document<'a>(&'a self, key: &'a str, value: Vec<u8>)
+    -> BoxFuture<'a, StorageResult<()>>;
+    /// Writes only if no document has this key yet; returns whether it wrote.
+    fn create_document<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+    ) -> BoxFuture<'a, StorageResult<bool>>;
+    /// Returns whether the document existed.
+    fn delete_document<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StorageResult<bool>>;
+    /// Keys directly under `prefix/`, sorted.
+    fn list_documents<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, StorageResult<Vec<String>>>;
+}
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Document keys: segments of `[a-z0-9._-]`, none starting with a dot, so a key is always a
+/// plain relative path.
+pub fn valid_document_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 200
+        && key.split('/').all(|seg| {
+            !seg.is_empty()
+                && !seg.starts_with('.')
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        })
 }
