@@ -302,6 +302,8 @@ def test_server_side_apply_of_the_samples_is_stable_for_gitops(cluster, operator
     assert again["generation"] == version["generation"], "a second apply must not change the spec"
     diff = cluster.kubectl("diff", "--server-side", "-n", namespace, "-k", samples, check=False)
     assert diff.returncode == 0 and diff.stdout == "", diff.stdout + diff.stderr
+    # The sample ImagePullCredential is cluster-scoped: it does not go with the namespace.
+    cluster.kubectl("delete", "imagepullcredential", "team-a", "--wait=true", "--timeout=60s", check=False)
 
 
 def test_deleting_a_registry_removes_what_it_created_and_honours_the_volume_policy(cluster, operator, namespace):

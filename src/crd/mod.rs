@@ -2,6 +2,7 @@
 //! generated (`wharf crdgen`). `common.rs` holds what every kind shares; each kind has a module.
 
 pub mod common;
+pub mod image_pull_credential;
 pub mod registry;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -9,7 +10,13 @@ use kube::CustomResourceExt;
 
 /// Every published kind, as (file name in `crds/`, definition).
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
-    vec![("registry.yaml", registry::Registry::crd())]
+    vec![
+        ("registry.yaml", registry::Registry::crd()),
+        (
+            "imagepullcredential.yaml",
+            image_pull_credential::ImagePullCredential::crd(),
+        ),
+    ]
 }
 
 /// The YAML written for one CRD, with a header that says where it comes from.

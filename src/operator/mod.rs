@@ -1,6 +1,7 @@
 //! `wharf operator`: the controllers, behind leader election, with `/metrics` and `/healthz`.
 //!
 //! - `registry/`: the Registry controller
+//! - `pullcredential/`: the ImagePullCredential controller and its Pod webhook
 //! - `apply.rs`: server-side apply that writes only on a difference
 //! - `conditions.rs`: kstatus conditions
 //! - `leader.rs`: Lease-based leader election
@@ -11,8 +12,10 @@ pub mod conditions;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod pullcredential;
 pub mod registry;
 
+use crate::crd::image_pull_credential::ImagePullCredential;
 use crate::crd::registry::Registry;
 use kube::api::ListParams;
 use kube::runtime::events::{Recorder, Reporter};
@@ -47,6 +50,10 @@ pub struct OperatorArgs {
     /// Run without leader election (a single replica, or development).
     #[arg(long, env = "WHARF_NO_LEADER_ELECTION")]
     pub no_leader_election: bool,
+    /// Do not serve the Pod webhook on :8443 (ImagePullCredentials in PodWebhook mode then
+    /// inject nothing through this replica).
+    #[arg(long, env = "WHARF_NO_WEBHOOK")]
+    pub no_webhook: bool,
     /// `json` (default) or `text`.
     #[arg(long, env = "WHARF_LOG_FORMAT", default_value = "json")]
     pub log_format: String,
@@ -63,9 +70,9 @@ pub enum OperatorError {
     #[error("cannot create the Kubernetes client: {0}")]
     Client(#[from] kube::Error),
     #[error(
-        "the Registry CRD (registries.wharf.dev) is not installed: run `kubectl apply -f crds/` or `kubectl apply -k config/crd`"
+        "the {0} CRD ({1}) is not installed: run `kubectl apply -f crds/` or `kubectl apply -k config/crd`"
     )]
-    CrdMissing,
+    CrdMissing(&'static str, &'static str),
     #[error("cannot reach the Kubernetes API: {0}")]
     Api(kube::Error),
     #[error("invalid listen address {0:?}")]
@@ -110,14 +117,25 @@ async fn make_client(metrics: Option<Arc<Metrics>>) -> Result<Client, OperatorEr
 }
 
 async fn check_crds(client: &Client) -> Result<(), OperatorError> {
-    match Api::<Registry>::all(client.clone())
-        .list_metadata(&ListParams::default().limit(1))
+    let probe = ListParams::default().limit(1);
+    let missing = |kind, crd| {
+        move |e: kube::Error| match e {
+            kube::Error::Api(s) if s.code == 404 => OperatorError::CrdMissing(kind, crd),
+            e => OperatorError::Api(e),
+        }
+    };
+    Api::<Registry>::all(client.clone())
+        .list_metadata(&probe)
         .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Err(OperatorError::CrdMissing),
-        Err(e) => Err(OperatorError::Api(e)),
-    }
+        .map_err(missing("Registry", "registries.wharf.dev"))?;
+    Api::<ImagePullCredential>::all(client.clone())
+        .list_metadata(&probe)
+        .await
+        .map_err(missing(
+            "ImagePullCredential",
+            "imagepullcredentials.wharf.dev",
+        ))?;
+    Ok(())
 }
 
 async fn terminate_signal() {
@@ -152,6 +170,17 @@ pub async fn run(args: OperatorArgs) -> Result<(), OperatorError> {
             source,
         })?;
     let server = tokio::spawn(http::serve(listener, metrics.clone(), stop_rx.clone()));
+    // Every replica serves the webhook, leader or not.
+    let webhook = (!args.no_webhook).then(|| {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(pullcredential::webhook::serve(
+            client.clone(),
+            args.namespace.clone(),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ))
+    });
 
     // Unique per process, not per pod: a container the kubelet restarts in the same pod must
     // not inherit the lease its killed predecessor held (it would skip the wait and split-brain
@@ -200,15 +229,23 @@ pub async fn run(args: OperatorArgs) -> Result<(), OperatorError> {
         instance: Some(identity.clone()),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(registry::run(
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let registries = tokio::spawn(registry::run(
+        client.clone(),
+        recorder.clone(),
+        metrics.clone(),
+        args.registry_image.clone(),
+        stopped(shutdown_rx.clone()),
+    ));
+    let credentials = tokio::spawn(pullcredential::run(
         client.clone(),
         recorder,
         metrics.clone(),
-        args.registry_image.clone(),
-        async move {
-            let _ = shutdown_rx.await;
-        },
+        args.namespace.clone(),
+        stopped(shutdown_rx),
     ));
 
     let lost = async {
@@ -222,8 +259,12 @@ pub async fn run(args: OperatorArgs) -> Result<(), OperatorError> {
         _ = &mut terminate => Ok(()),
     };
     // Stop reconciling first, then hand the lease over, so two leaders never overlap.
-    let _ = shutdown_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(20), controller).await;
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+        let _ = registries.await;
+        let _ = credentials.await;
+    })
+    .await;
     metrics.set_leader(false);
     if outcome.is_ok()
         && let Some(elector) = elector.as_mut()
@@ -232,6 +273,9 @@ pub async fn run(args: OperatorArgs) -> Result<(), OperatorError> {
     }
     let _ = stop_tx.send(true);
     let _ = server.await;
+    if let Some(webhook) = webhook {
+        let _ = tokio::time::timeout(Duration::from_secs(5), webhook).await;
+    }
     tracing::info!("operator stopped");
     outcome
 }

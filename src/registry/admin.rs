@@ -97,14 +97,12 @@ async fn admin<'a, S: Store>(
     })
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "INVALID",
-            format!("request body is not valid: {e}"),
-        )
-    })
+fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("request body is not valid: {e}"))
+}
+
+fn invalid(message: String) -> Response {
+    error(StatusCode::BAD_REQUEST, "INVALID", message)
 }
 
 async fn list<S: Store>(State(registry): State<Arc<Registry<S>>>, headers: HeaderMap) -> Response {
@@ -131,7 +129,7 @@ async fn create<S: Store>(
     };
     let request: RobotRequest = match parse_json(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(message) => return invalid(message),
     };
     match robots.create(request, now_unix()).await {
         Ok((robot, secret)) => {
@@ -174,7 +172,7 @@ async fn update<S: Store>(
     };
     let request: RobotRequest = match parse_json(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(message) => return invalid(message),
     };
     if request.name.as_deref().is_some_and(|n| n != name) {
         return error(
@@ -214,7 +212,7 @@ async fn rotate<S: Store>(
         true => RotateRequest::default(),
         false => match parse_json(&body) {
             Ok(r) => r,
-            Err(resp) => return resp,
+            Err(message) => return invalid(message),
         },
     };
     let grace = match request

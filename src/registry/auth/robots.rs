@@ -167,10 +167,12 @@ fn new_secret(now: u64) -> (String, RobotSecret) {
     (secret, stored)
 }
 
+/// (username, sha256 of secret) → (robot, secret id, when verified)
+type VerifiedCache = HashMap<(String, [u8; 32]), (Robot, String, Instant)>;
+
 pub struct Robots {
     docs: Arc<dyn Documents>,
-    /// (username, sha256 of secret) → (robot, secret id, when verified)
-    verified: Mutex<HashMap<(String, [u8; 32]), (Robot, String, Instant)>>,
+    verified: Mutex<VerifiedCache>,
 }
 
 impl Robots {

@@ -179,6 +179,12 @@ pub fn registry_config(registry: &Registry) -> String {
             "htpasswd": htpasswd,
             "realm": registry.name_any(),
             "anonymousPull": anonymous_pull,
+            // Docker token auth: clients trade credentials for short-lived scoped tokens; the
+            // signing key lives in the registry's storage, shared by whatever shares that.
+            "token": {
+                "enabled": true,
+                "service": format!("{}.{}", registry.name_any(), registry.namespace().unwrap_or_default()),
+            },
         },
         "log": {"format": "json"},
     });

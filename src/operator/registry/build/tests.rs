@@ -243,6 +243,13 @@ fn the_generated_config_is_one_the_registry_accepts() {
     .unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(config.listen.port(), 5000);
     assert!(config.anonymous_pull);
+    let token = config
+        .token
+        .expect("operator-managed registries serve token auth");
+    assert_eq!(
+        token.service,
+        format!("{}.{}", r.name_any(), r.namespace().unwrap())
+    );
     assert_eq!(
         config.htpasswd,
         vec![

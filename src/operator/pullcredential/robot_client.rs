@@ -1,0 +1,283 @@
+//! A small client for the registry's admin API (`src/registry/admin.rs`): the operator creates,
+//! rotates, updates and revokes the robot accounts behind registry-sourced credentials. One
+//! connection per call (calls are rare: minting and rotation); HTTPS trusts only the CA given.
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RobotClientError {
+    #[error("cannot reach the registry at {endpoint}: {message}")]
+    Connect { endpoint: String, message: String },
+    #[error("the registry's CA certificate is not valid PEM")]
+    BadCa,
+    #[error("the registry answered {status} to {what}: {message}")]
+    Status {
+        what: &'static str,
+        status: u16,
+        message: String,
+    },
+    #[error("the registry's answer to {0} is not understood")]
+    Decode(&'static str),
+}
+
+impl RobotClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RobotClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A robot as the admin API returns it on create and rotate (with its new secret).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedRobot {
+    pub username: String,
+    pub secret: String,
+    pub expires_at: Option<i64>,
+}
+
+impl std::fmt::Display for IssuedRobot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.username)
+    }
+}
+
+pub struct RobotClient {
+    host: String,
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    authorization: String,
+}
+
+impl RobotClient {
+    /// `host:port` of the registry; `ca_pem` switches to HTTPS trusting only that CA.
+    pub fn new(
+        host: &str,
+        port: u16,
+        ca_pem: Option<&str>,
+        username: &str,
+        password: &str,
+    ) -> Result<RobotClient, RobotClientError> {
+        let tls = match ca_pem {
+            None => None,
+            Some(pem) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+                    roots
+                        .add(cert.map_err(|_| RobotClientError::BadCa)?)
+                        .map_err(|_| RobotClientError::BadCa)?;
+                }
+                if roots.is_empty() {
+                    return Err(RobotClientError::BadCa);
+                }
+                let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|_| RobotClientError::BadCa)?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+                Some(Arc::new(config))
+            }
+        };
+        let authorization = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+        );
+        Ok(RobotClient {
+            host: host.to_owned(),
+            port,
+            tls,
+            authorization,
+        })
+    }
+
+    fn endpoint(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    async fn call(
+        &self,
+        what: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(StatusCode, Bytes), RobotClientError> {
+        tokio::time::timeout(TIMEOUT, self.call_once(method, path, body))
+            .await
+            .map_err(|_| RobotClientError::Connect {
+                endpoint: self.endpoint(),
+                message: format!("no answer to {what} within {}s", TIMEOUT.as_secs()),
+            })?
+    }
+
+    async fn call_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(StatusCode, Bytes), RobotClientError> {
+        let connect_error = |message: String| RobotClientError::Connect {
+            endpoint: self.endpoint(),
+            message,
+        };
+        let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        let body_bytes = body.map(|b| serde_json::to_vec(&b).unwrap_or_default());
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.endpoint())
+            .header("authorization", &self.authorization)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body_bytes.unwrap_or_default())))
+            .map_err(|e| connect_error(e.to_string()))?;
+        let response = match &self.tls {
+            None => {
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(|e| connect_error(e.to_string()))?;
+                tokio::spawn(conn);
+                sender.send_request(request).await
+            }
+            Some(config) => {
+                let server_name = rustls::pki_types::ServerName::try_from(self.host.clone())
+                    .map_err(|e| connect_error(e.to_string()))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(server_name, stream)
+                    .await
+                    .map_err(|e| connect_error(format!("TLS: {e}")))?;
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                    .await
+                    .map_err(|e| connect_error(e.to_string()))?;
+                tokio::spawn(conn);
+                sender.send_request(request).await
+            }
+        }
+        .map_err(|e| connect_error(e.to_string()))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| connect_error(e.to_string()))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    fn fail(what: &'static str, status: StatusCode, body: &[u8]) -> RobotClientError {
+        let message = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
+        RobotClientError::Status {
+            what,
+            status: status.as_u16(),
+            message,
+        }
+    }
+
+    fn issued(what: &'static str, body: &[u8]) -> Result<IssuedRobot, RobotClientError> {
+        serde_json::from_slice(body).map_err(|_| RobotClientError::Decode(what))
+    }
+
+    pub async fn create(
+        &self,
+        name: &str,
+        description: &str,
+        repositories: &[String],
+        expires_in: Duration,
+    ) -> Result<IssuedRobot, RobotClientError> {
+        let body = serde_json::json!({
+            "name": name,
+            "description": description,
+            "permissions": [{"repositories": repositories, "actions": ["pull"]}],
+            "expiresIn": format!("{}s", expires_in.as_secs()),
+        });
+        let (status, bytes) = self
+            .call("create robot", Method::POST, "/admin/v1/robots", Some(body))
+            .await?;
+        match status {
+            StatusCode::CREATED => Self::issued("create robot", &bytes),
+            other => Err(Self::fail("create robot", other, &bytes)),
+        }
+    }
+
+    pub async fn update(
+        &self,
+        name: &str,
+        description: &str,
+        repositories: &[String],
+    ) -> Result<(), RobotClientError> {
+        let body = serde_json::json!({
+            "description": description,
+            "permissions": [{"repositories": repositories, "actions": ["pull"]}],
+        });
+        let (status, bytes) = self
+            .call(
+                "update robot",
+                Method::PUT,
+                &format!("/admin/v1/robots/{name}"),
+                Some(body),
+            )
+            .await?;
+        match status {
+            StatusCode::OK => Ok(()),
+            other => Err(Self::fail("update robot", other, &bytes)),
+        }
+    }
+
+    pub async fn rotate(
+        &self,
+        name: &str,
+        expires_in: Duration,
+        previous_valid_for: Duration,
+    ) -> Result<IssuedRobot, RobotClientError> {
+        let body = serde_json::json!({
+            "expiresIn": format!("{}s", expires_in.as_secs()),
+            "previousValidFor": format!("{}s", previous_valid_for.as_secs()),
+        });
+        let (status, bytes) = self
+            .call(
+                "rotate robot",
+                Method::POST,
+                &format!("/admin/v1/robots/{name}/rotate"),
+                Some(body),
+            )
+            .await?;
+        match status {
+            StatusCode::OK => Self::issued("rotate robot", &bytes),
+            other => Err(Self::fail("rotate robot", other, &bytes)),
+        }
+    }
+
+    /// Returns whether the robot existed.
+    pub async fn delete(&self, name: &str) -> Result<bool, RobotClientError> {
+        let (status, bytes) = self
+            .call(
+                "revoke robot",
+                Method::DELETE,
+                &format!("/admin/v1/robots/{name}"),
+                None,
+            )
+            .await?;
+        match status {
+            StatusCode::NO_CONTENT => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            other => Err(Self::fail("revoke robot", other, &bytes)),
+        }
+    }
+}
