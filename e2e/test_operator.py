@@ -3,7 +3,6 @@ config/default`) with the image `make image` builds: the sample Registry becomes
 pushes and pulls through its Service, rolls out spec and secret changes, repairs drift, writes
 nothing when nothing changed, cleans up after itself, and survives losing its leader."""
 
-import base64
 import json
 import os
 import re
@@ -13,12 +12,12 @@ import time
 
 import pytest
 
-from support.procs import REPO, parse_prometheus, run
+from support.operator import (OPERATOR_NS, admin_credentials, condition, holder, kill_hard, leader, metrics,
+                              operator_pods, writes)
+from support.procs import REPO, run
 
 SAMPLE = os.path.join(REPO, "config", "samples", "registry.yaml")
-OPERATOR_NS = "wharf-system"
 LEASE_SECONDS = 15
-WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE")
 
 
 @pytest.fixture(scope="module")
@@ -48,27 +47,6 @@ def operator(cluster, wharf_image, crds_absent):
                     "--timeout=120s", check=False, timeout=180)
 
 
-def holder(cluster):
-    """The lease holder's identity, `<pod>_<random per process>`."""
-    lease = cluster.get("lease", "wharf-operator", OPERATOR_NS) or {}
-    return lease.get("spec", {}).get("holderIdentity") or None
-
-
-def leader(cluster):
-    """The pod whose process holds the lease."""
-    pod = (holder(cluster) or "").split("_")[0]
-    return pod if pod and cluster.get("pod", pod, OPERATOR_NS) else None
-
-
-def metrics(cluster, pod):
-    return parse_prometheus(
-        cluster.kubectl("get", "--raw", f"/api/v1/namespaces/{OPERATOR_NS}/pods/{pod}:8080/proxy/metrics").stdout)
-
-
-def writes(values):
-    return sum(values.get(f'wharf_operator_api_requests_total{{verb="{v}"}}', 0) for v in WRITE_VERBS)
-
-
 def settled_metrics(cluster, pod, quiet=3.0, timeout=60):
     """Metrics once the operator has made no writes for `quiet` seconds (a rollout's last status
     updates land a moment after Ready)."""
@@ -87,13 +65,6 @@ def reconciles(values):
     return values.get('wharf_operator_reconciles_total{controller="registry",result="success"}', 0)
 
 
-def condition(obj, type_):
-    for c in (obj or {}).get("status", {}).get("conditions", []):
-        if c["type"] == type_:
-            return c
-    return None
-
-
 def ready(cluster, name, namespace):
     r = cluster.get("registry", name, namespace)
     c = condition(r, "Ready")
@@ -110,11 +81,6 @@ def apply_sample(cluster, namespace, **spec_changes):
     doc["metadata"].pop("namespace", None)
     doc["spec"].update(spec_changes)
     return cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=json.dumps(doc))
-
-
-def admin_credentials(cluster, name, namespace):
-    data = cluster.get("secret", f"{name}-admin", namespace)["data"]
-    return base64.b64decode(data["username"]).decode(), base64.b64decode(data["password"]).decode()
 
 
 class PortForward:
@@ -349,24 +315,6 @@ def test_missing_secrets_and_unavailable_storage_stall_with_a_reason(cluster, op
     assert c["reason"] == "StorageNotAvailable"
     events = cluster.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=objects", "-o", "json").stdout
     assert any(e["reason"] == "StorageNotAvailable" for e in json.loads(events)["items"])
-
-
-def operator_pods(cluster):
-    out = cluster.kubectl("get", "pods", "-n", OPERATOR_NS, "-l", "app.kubernetes.io/component=operator", "-o", "json").stdout
-    return [p for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")]
-
-
-def kill_hard(cluster, pod):
-    """SIGKILL the operator process, giving it no chance to hand the lease over. On the local
-    cluster that goes through containerd; elsewhere the closest portable thing is a forced delete."""
-    if cluster.local:
-        status = cluster.get("pod", pod, OPERATOR_NS)["status"]["containerStatuses"][0]
-        container = status["containerID"].split("://", 1)[1]
-        sock = os.path.join(os.environ.get("WHARF_CLUSTER_DIR", os.path.join(REPO, ".local", "cluster")),
-                            "containerd", "containerd.sock")
-        run(["ctr", "--address", sock, "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", container])
-    else:
-        cluster.kubectl("delete", "pod", pod, "-n", OPERATOR_NS, "--grace-period=0", "--force", "--wait=false")
 
 
 def operator_logs(cluster):

@@ -6,38 +6,14 @@ docs/benchmarks.md. Expects the operator installed (`make run` does it) and boun
 
 import json
 import os
-import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "e2e"))
-from support.procs import parse_prometheus  # noqa: E402
+from kube_bench import kubectl, leader, metrics, mib, requests, wait, write_section
+
 COUNT = int(os.environ.get("WHARF_BENCH_REGISTRIES", "50"))
 NAMESPACE = "bench-operator"
-KUBECTL = os.environ.get("KUBECTL", "kubectl")
 BEGIN, END = "<!-- operator-bench:begin -->", "<!-- operator-bench:end -->"
-
-
-def kubectl(*args, input=None, check=True, timeout=300):
-    p = subprocess.run([KUBECTL, *args], capture_output=True, text=True, input=input, timeout=timeout)
-    if check and p.returncode != 0:
-        sys.exit(f"kubectl {' '.join(args)}: {p.stderr}")
-    return p.stdout
-
-
-def leader():
-    lease = json.loads(kubectl("-n", "wharf-system", "get", "lease", "wharf-operator", "-o", "json"))
-    return lease["spec"]["holderIdentity"].split("_")[0]
-
-
-def metrics(pod):
-    return parse_prometheus(kubectl("get", "--raw", f"/api/v1/namespaces/wharf-system/pods/{pod}:8080/proxy/metrics"))
-
-
-def requests(m, verbs=("GET", "POST", "PUT", "PATCH", "DELETE")):
-    return sum(m.get(f'wharf_operator_api_requests_total{{verb="{v}"}}', 0) for v in verbs)
 
 
 def reconciles(m):
@@ -48,19 +24,6 @@ def ready_count():
     items = json.loads(kubectl("-n", NAMESPACE, "get", "registries", "-o", "json"))["items"]
     return sum(1 for r in items if any(c["type"] == "Ready" and c["status"] == "True"
                                        for c in r.get("status", {}).get("conditions", [])))
-
-
-def wait(what, predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    sys.exit(f"timed out after {timeout}s waiting for {what}")
-
-
-def mib(v):
-    return f"{v / 1048576:.1f} MiB"
 
 
 def main():
@@ -111,22 +74,14 @@ def main():
         ("API requests per reconcile with nothing to do",
          f"{noop_requests / max(noop_reconciles, 1):.2f} ({noop_requests:.0f} / {noop_reconciles:.0f})"),
     ]
-    section = [BEGIN, "## Operator", "",
-               f"Produced by `make bench-operator` (e2e/bench/operator.py) on {stamp}, on the local single-node",
-               "cluster, with the operator installed by `kubectl apply -k config/default` (2 replicas, leader",
-               "measured through its `/metrics`). API requests are counted inside the operator's Kubernetes",
-               "client, excluding leader-election renewals (their own client); watches are not counted.", "",
-               "| measurement | result |", "|---|---|"]
-    section += [f"| {k} | {v} |" for k, v in rows]
-    section += ["", END]
-    path = os.path.join(REPO, "docs", "benchmarks.md")
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    if BEGIN in text:
-        text = text[:text.index(BEGIN)] + "\n".join(section) + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(section) + "\n"
-    open(path, "w").write(text)
-    print("\n".join(section))
+    lines = ["## Operator", "",
+             f"Produced by `make bench-operator` (e2e/bench/operator.py) on {stamp}, on the local single-node",
+             "cluster, with the operator installed by `kubectl apply -k config/default` (2 replicas, leader",
+             "measured through its `/metrics`). API requests are counted inside the operator's Kubernetes",
+             "client, excluding leader-election renewals (their own client); watches are not counted.", "",
+             "| measurement | result |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    write_section(BEGIN, END, lines)
 
 
 if __name__ == "__main__":

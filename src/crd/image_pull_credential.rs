@@ -47,9 +47,10 @@ pub struct ImagePullCredentialSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
     /// Namespaces by name, in addition to those the selector matches.
-    #[x_kube(validation = Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && n.size() <= 63)")
+    #[x_kube(validation = Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))")
         .message("namespaces must be namespace names (DNS labels)"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "namespace_names")]
     pub namespaces: Option<Vec<String>>,
     /// Namespaces never targeted (default: kube-system, kube-public, kube-node-lease). A
     /// namespace labelled `wharf.dev/pull-credentials: "false"` is always excluded.
@@ -93,16 +94,18 @@ pub struct RegistrySource {
     #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 253").message("name has 1 to 253 characters"))]
     pub name: String,
     /// Repositories the credential may pull, as globs (`team-a/**`; default: all).
-    #[x_kube(validation = Rule::new("self.all(r, r.matches('^[a-z0-9._/*?-]+$') && r.size() <= 256)")
+    #[x_kube(validation = Rule::new("self.all(r, r.matches('^[a-z0-9._/*?-]+$'))")
         .message("repositories are globs of lowercase repository-name characters, '/', '*' and '?'"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "repository_globs")]
     pub repositories: Option<Vec<String>>,
     /// More registry hosts (`host[:port]`) that pods name in image references, such as a NodePort
     /// address or a mirror; the Service's names, its cluster IP and the Ingress host are included
     /// anyway.
-    #[x_kube(validation = Rule::new("self.all(h, h.matches('^[a-zA-Z0-9.:-]+$') && h.size() <= 260)")
+    #[x_kube(validation = Rule::new("self.all(h, h.matches('^[a-zA-Z0-9.:-]+$'))")
         .message("hosts are host or host:port, without a scheme or path"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "host_names")]
     pub hosts: Option<Vec<String>>,
     /// What the credential may do. Only `Pull`: pods only ever pull.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,9 +136,10 @@ pub struct InjectSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<InjectMode>,
     /// ServiceAccounts to patch in ServiceAccount mode (default: `default`).
-    #[x_kube(validation = Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$') && n.size() <= 253)")
+    #[x_kube(validation = Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$'))")
         .message("serviceAccounts must be ServiceAccount names"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "service_account_names")]
     pub service_accounts: Option<Vec<String>>,
 }
 
@@ -186,6 +190,32 @@ pub struct NamespaceFailure {
     pub namespace: String,
     pub reason: String,
     pub message: String,
+}
+
+/// A list of strings with bounds: the API server prices CEL rules by the largest input the
+/// schema allows, so every list a rule walks needs `maxItems` and `maxLength`.
+fn bounded_strings(max_items: u32, max_length: u32) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": max_items,
+        "items": {"type": "string", "maxLength": max_length},
+    })
+}
+
+fn namespace_names(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    bounded_strings(1000, 63)
+}
+
+fn repository_globs(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    bounded_strings(100, 256)
+}
+
+fn host_names(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    bounded_strings(50, 260)
+}
+
+fn service_account_names(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    bounded_strings(50, 253)
 }
 
 impl ImagePullCredentialSpec {

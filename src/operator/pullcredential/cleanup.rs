@@ -2,6 +2,7 @@
 //! sweep at start-up that removes copies whose credential disappeared while no operator ran.
 
 use super::Context;
+use super::build::injected_entries;
 use super::names::{FINALIZER, PULL_CREDENTIAL_LABEL, secret_name};
 use super::reconcile::{
     ReconcileError, api_error, controlled_by, is_copy, owned_secrets,
@@ -79,8 +80,8 @@ pub async fn finalize(ipc: &ImagePullCredential, ctx: &Context) -> Result<Action
     Ok(Action::await_change())
 }
 
-/// Deletes copies (and their ServiceAccount entries) whose credential no longer exists: what a
-/// deletion missed because the operator was down and the finalizer was forced away.
+/// Removes ServiceAccount entries and copies whose credential no longer exists: what a deletion
+/// missed because the operator was down and the finalizer was forced away.
 pub async fn sweep_orphans(ctx: &Context) -> Result<usize, ReconcileError> {
     let api: Api<ImagePullCredential> = Api::all(ctx.client.clone());
     let existing: HashMap<String, String> = api
@@ -91,6 +92,27 @@ pub async fn sweep_orphans(ctx: &Context) -> Result<usize, ReconcileError> {
         .map(|m| (m.name_any(), m.uid().unwrap_or_default()))
         .collect();
     let mut removed = 0;
+    // ServiceAccount entries whose copy no live credential controls (Kubernetes' garbage
+    // collector deletes orphaned copies on its own, but not the entries pointing at them).
+    let live_copy = |ns: &str, name: &str| {
+        ctx.stores.secrets.state().iter().any(|s| {
+            s.namespace().as_deref() == Some(ns)
+                && s.name_any() == name
+                && s.labels()
+                    .get(PULL_CREDENTIAL_LABEL)
+                    .and_then(|owner| existing.get(owner))
+                    .is_some_and(|uid| controlled_by(s, uid))
+        })
+    };
+    for sa in ctx.stores.service_accounts.state() {
+        let ns = sa.namespace().unwrap_or_default();
+        for entry in injected_entries(&sa) {
+            if !live_copy(&ns, &entry) {
+                removed += remove_service_account_entries(ctx, &ns, &entry).await?;
+                tracing::info!(namespace = %ns, service_account = %sa.name_any(), entry = %entry, "orphaned ServiceAccount entry removed");
+            }
+        }
+    }
     for secret in ctx.stores.secrets.state() {
         let Some(owner) = secret.labels().get(PULL_CREDENTIAL_LABEL) else {
             continue;
@@ -102,7 +124,6 @@ pub async fn sweep_orphans(ctx: &Context) -> Result<usize, ReconcileError> {
             continue;
         }
         let ns = secret.namespace().unwrap_or_default();
-        remove_service_account_entries(ctx, &ns, &secret.name_any()).await?;
         let Some(owner_uid) = secret
             .owner_references()
             .iter()

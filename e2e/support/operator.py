@@ -1,0 +1,62 @@
+"""The installed operator, shared by the operator and pull-credential tests: who leads, its
+metrics, its pods, and a hard kill that gives it no chance to clean up."""
+
+import base64
+import json
+import os
+
+from .procs import REPO, parse_prometheus, run
+
+OPERATOR_NS = "wharf-system"
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def holder(cluster):
+    """The lease holder's identity, `<pod>_<random per process>`."""
+    lease = cluster.get("lease", "wharf-operator", OPERATOR_NS) or {}
+    return lease.get("spec", {}).get("holderIdentity") or None
+
+
+def leader(cluster):
+    """The pod whose process holds the lease."""
+    pod = (holder(cluster) or "").split("_")[0]
+    return pod if pod and cluster.get("pod", pod, OPERATOR_NS) else None
+
+
+def metrics(cluster, pod):
+    return parse_prometheus(
+        cluster.kubectl("get", "--raw", f"/api/v1/namespaces/{OPERATOR_NS}/pods/{pod}:8080/proxy/metrics").stdout)
+
+
+def writes(values):
+    return sum(values.get(f'wharf_operator_api_requests_total{{verb="{v}"}}', 0) for v in WRITE_VERBS)
+
+
+def condition(obj, type_):
+    for c in (obj or {}).get("status", {}).get("conditions", []):
+        if c["type"] == type_:
+            return c
+    return None
+
+
+def admin_credentials(cluster, name, namespace):
+    data = cluster.get("secret", f"{name}-admin", namespace)["data"]
+    return base64.b64decode(data["username"]).decode(), base64.b64decode(data["password"]).decode()
+
+
+def operator_pods(cluster):
+    out = cluster.kubectl("get", "pods", "-n", OPERATOR_NS, "-l", "app.kubernetes.io/component=operator", "-o", "json").stdout
+    return [p for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def kill_hard(cluster, pod):
+    """SIGKILL the operator process, giving it no chance to hand the lease over. On the local
+    cluster that goes through containerd; elsewhere the closest portable thing is a forced delete."""
+    if cluster.local:
+        status = cluster.get("pod", pod, OPERATOR_NS)["status"]["containerStatuses"][0]
+        container = status["containerID"].split("://", 1)[1]
+        sock = os.path.join(os.environ.get("WHARF_CLUSTER_DIR", os.path.join(REPO, ".local", "cluster")),
+                            "containerd", "containerd.sock")
+        run(["ctr", "--address", sock, "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", container])
+    else:
+        cluster.kubectl("delete", "pod", pod, "-n", OPERATOR_NS, "--grace-period=0", "--force", "--wait=false")
