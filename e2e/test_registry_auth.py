@@ -313,3 +313,30 @@ def test_no_secret_reaches_the_log(registry, busybox_archive):
     for value in [secret, "wrong-secret-value", ADMIN_PASSWORD, CI_PASSWORD, SIGNING_KEY, tok["token"],
                   tok["refresh_token"], base64.b64encode(f"{user}:{secret}".encode()).decode()]:
         assert value not in logs, "a credential reached the log"
+
+
+def test_robots_and_tokens_survive_restarts_and_are_shared_by_replicas(wharf_bin, tmp_path):
+    """Two registry processes on one storage, as replicas sharing a volume: a robot created
+    through one works on the other, a token issued by one is accepted by the other (the signing
+    key is generated once, in storage), and both survive a restart."""
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"auth": {"token": {"enabled": True, "service": SERVICE}}}))
+    storage = str(tmp_path / "shared")
+    users = {ADMIN: ADMIN_PASSWORD}
+    a = Registry(wharf_bin, storage=storage, users=users, args=["--config", str(config)]).start()
+    b = Registry(wharf_bin, storage=storage, users=users, args=["--config", str(config)]).start()
+    try:
+        user, secret = make_robot(a, "shared", ["team-a/**"], ["pull"])
+        status, tok = token(b, user, secret, "repository:team-a/app:pull")
+        assert status == 200, "a robot created through one replica must work on the other"
+        assert bearer(a, "GET", "/v2/team-a/app/tags/list", tok["token"])[0] in (200, 404)
+        a.stop()
+        a.start()
+        assert bearer(a, "GET", "/v2/team-a/app/tags/list", tok["token"])[0] in (200, 404), "token refused after a restart"
+        assert token(a, user, secret, "repository:team-a/app:pull")[0] == 200, "robot lost in a restart"
+        assert admin_call(b, "DELETE", "/admin/v1/robots/shared")[0] == 204
+        time.sleep(6)  # replicas trust a verified robot for up to 5 s
+        assert token(a, user, secret, "repository:team-a/app:pull")[0] == 401, "revocation did not reach the other replica"
+    finally:
+        a.cleanup()
+        b.cleanup()
