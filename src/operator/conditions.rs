@@ -35,6 +35,30 @@ pub fn condition(
     }
 }
 
+/// One condition's verdict: status, reason, message.
+pub type Verdict<'a> = (bool, &'a str, String);
+
+/// `Ready`, `Reconciling` and `Stalled`, in that order.
+pub fn kstatus(
+    previous: &[Condition],
+    ready: Verdict<'_>,
+    reconciling: Verdict<'_>,
+    stalled: Verdict<'_>,
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    [
+        (READY, ready),
+        (RECONCILING, reconciling),
+        (STALLED, stalled),
+    ]
+    .into_iter()
+    .map(|(type_, (status, reason, message))| {
+        condition(previous, type_, status, reason, message, generation, now)
+    })
+    .collect()
+}
+
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions
         .iter()

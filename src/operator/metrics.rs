@@ -45,6 +45,23 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Runs one reconcile and records how long it took and how it ended.
+    pub async fn timed<T, E>(
+        &self,
+        controller: &'static str,
+        category: fn(&E) -> &'static str,
+        work: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let started = std::time::Instant::now();
+        let result = work.await;
+        self.reconciled(
+            controller,
+            started.elapsed(),
+            result.as_ref().err().map(category),
+        );
+        result
+    }
+
     /// `verb` is the HTTP method, or `WATCH` for a GET with `watch=true`.
     pub fn api_request(&self, verb: &'static str) {
         *lock(&self.api_requests).entry(verb).or_default() += 1;

@@ -105,58 +105,45 @@ fn invalid(message: String) -> Response {
     error(StatusCode::BAD_REQUEST, "INVALID", message)
 }
 
-async fn list<S: Store>(State(registry): State<Arc<Registry<S>>>, headers: HeaderMap) -> Response {
-    let robots = match admin(&registry, &headers).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    match robots.list().await {
-        Ok(all) => {
-            Json::ok(serde_json::json!({"robots": all.iter().map(view).collect::<Vec<_>>()}))
-        }
-        Err(e) => robot_error(e),
-    }
+async fn list<S: Store>(
+    State(registry): State<Arc<Registry<S>>>,
+    headers: HeaderMap,
+) -> Result<Response, Response> {
+    let robots = admin(&registry, &headers).await?;
+    let all = robots.list().await.map_err(robot_error)?;
+    Ok(Json::ok(
+        serde_json::json!({"robots": all.iter().map(view).collect::<Vec<_>>()}),
+    ))
 }
 
 async fn create<S: Store>(
     State(registry): State<Arc<Registry<S>>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let robots = match admin(&registry, &headers).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    let request: RobotRequest = match parse_json(&body) {
-        Ok(r) => r,
-        Err(message) => return invalid(message),
-    };
-    match robots.create(request, now_unix()).await {
-        Ok((robot, secret)) => {
-            tracing::info!(robot = %robot.name, "robot created");
-            let mut body = view(&robot);
-            body["secret"] = secret.into();
-            let mut r = Json::ok(body);
-            *r.status_mut() = StatusCode::CREATED;
-            r
-        }
-        Err(e) => robot_error(e),
-    }
+) -> Result<Response, Response> {
+    let robots = admin(&registry, &headers).await?;
+    let request: RobotRequest = parse_json(&body).map_err(invalid)?;
+    let (robot, secret) = robots
+        .create(request, now_unix())
+        .await
+        .map_err(robot_error)?;
+    tracing::info!(robot = %robot.name, "robot created");
+    let mut body = view(&robot);
+    body["secret"] = secret.into();
+    let mut r = Json::ok(body);
+    *r.status_mut() = StatusCode::CREATED;
+    Ok(r)
 }
 
 async fn show<S: Store>(
     State(registry): State<Arc<Registry<S>>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    let robots = match admin(&registry, &headers).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    match robots.get(&name).await {
-        Ok(Some(robot)) => Json::ok(view(&robot)),
-        Ok(None) => robot_error(RobotError::NotFound(name)),
-        Err(e) => robot_error(e),
+) -> Result<Response, Response> {
+    let robots = admin(&registry, &headers).await?;
+    match robots.get(&name).await.map_err(robot_error)? {
+        Some(robot) => Ok(Json::ok(view(&robot))),
+        None => Err(robot_error(RobotError::NotFound(name))),
     }
 }
 
@@ -165,29 +152,15 @@ async fn update<S: Store>(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let robots = match admin(&registry, &headers).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    let request: RobotRequest = match parse_json(&body) {
-        Ok(r) => r,
-        Err(message) => return invalid(message),
-    };
+) -> Result<Response, Response> {
+    let robots = admin(&registry, &headers).await?;
+    let request: RobotRequest = parse_json(&body).map_err(invalid)?;
     if request.name.as_deref().is_some_and(|n| n != name) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "INVALID",
-            "a robot cannot be renamed".into(),
-        );
+        return Err(invalid("a robot cannot be renamed".into()));
     }
-    match robots.update(&name, request).await {
-        Ok(robot) => {
-            tracing::info!(robot = %robot.name, "robot updated");
-            Json::ok(view(&robot))
-        }
-        Err(e) => robot_error(e),
-    }
+    let robot = robots.update(&name, request).await.map_err(robot_error)?;
+    tracing::info!(robot = %robot.name, "robot updated");
+    Ok(Json::ok(view(&robot)))
 }
 
 #[derive(Deserialize, Default)]
@@ -203,56 +176,35 @@ async fn rotate<S: Store>(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let robots = match admin(&registry, &headers).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
+) -> Result<Response, Response> {
+    let robots = admin(&registry, &headers).await?;
     let request: RotateRequest = match body.is_empty() {
         true => RotateRequest::default(),
-        false => match parse_json(&body) {
-            Ok(r) => r,
-            Err(message) => return invalid(message),
-        },
+        false => parse_json(&body).map_err(invalid)?,
     };
-    let grace = match request
-        .previous_valid_for
-        .as_deref()
-        .map(crate::duration::parse)
-    {
+    let grace = match request.previous_valid_for.as_deref() {
         None => Duration::ZERO,
-        Some(Ok(d)) => d,
-        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, "INVALID", e.to_string()),
+        Some(text) => crate::duration::parse(text).map_err(|e| invalid(e.to_string()))?,
     };
-    match robots
+    let (robot, secret) = robots
         .rotate(&name, request.expires_in.as_deref(), grace, now_unix())
         .await
-    {
-        Ok((robot, secret)) => {
-            tracing::info!(robot = %robot.name, grace_secs = grace.as_secs(), "robot secret rotated");
-            let mut body = view(&robot);
-            body["secret"] = secret.into();
-            Json::ok(body)
-        }
-        Err(e) => robot_error(e),
-    }
+        .map_err(robot_error)?;
+    tracing::info!(robot = %robot.name, grace_secs = grace.as_secs(), "robot secret rotated");
+    let mut body = view(&robot);
+    body["secret"] = secret.into();
+    Ok(Json::ok(body))
 }
 
 async fn revoke<S: Store>(
     State(registry): State<Arc<Registry<S>>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    let robots = match admin(&registry, &headers).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    match robots.delete(&name).await {
-        Ok(true) => {
-            tracing::info!(robot = %name, "robot revoked");
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Ok(false) => robot_error(RobotError::NotFound(name)),
-        Err(e) => robot_error(e),
+) -> Result<Response, Response> {
+    let robots = admin(&registry, &headers).await?;
+    if !robots.delete(&name).await.map_err(robot_error)? {
+        return Err(robot_error(RobotError::NotFound(name)));
     }
+    tracing::info!(robot = %name, "robot revoked");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

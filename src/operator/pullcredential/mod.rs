@@ -34,7 +34,7 @@ use names::PULL_CREDENTIAL_LABEL;
 use reconcile::ReconcileError;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use stores::Stores;
 
 pub const CONTROLLER: &str = "imagepullcredential";
@@ -53,14 +53,13 @@ async fn reconcile_timed(
     ipc: Arc<ImagePullCredential>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let started = Instant::now();
-    let result = reconcile::reconcile(ipc, ctx.clone()).await;
-    ctx.metrics.reconciled(
-        CONTROLLER,
-        started.elapsed(),
-        result.as_ref().err().map(ReconcileError::category),
-    );
-    result
+    ctx.metrics
+        .timed(
+            CONTROLLER,
+            ReconcileError::category,
+            reconcile::reconcile(ipc, ctx.clone()),
+        )
+        .await
 }
 
 fn error_policy(

@@ -4,7 +4,7 @@ use super::source::{Credential, SourceProblem};
 use crate::crd::image_pull_credential::{
     ImagePullCredentialStatus, NamespaceCounts, NamespaceFailure,
 };
-use crate::operator::conditions::{READY, RECONCILING, STALLED, condition};
+use crate::operator::conditions::kstatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// At most this many failures are listed; the counts cover the rest.
@@ -38,35 +38,15 @@ pub fn compute(
         (Err(problem), _) => {
             let stalled = !matches!(problem, SourceProblem::Unreachable(_));
             let message = format!("{problem}; existing copies are kept");
-            status.conditions = vec![
-                condition(
-                    prev,
-                    READY,
-                    false,
-                    problem.reason(),
-                    &message,
-                    generation,
-                    now,
-                ),
-                condition(
-                    prev,
-                    RECONCILING,
-                    !stalled,
-                    problem.reason(),
-                    &message,
-                    generation,
-                    now,
-                ),
-                condition(
-                    prev,
-                    STALLED,
-                    stalled,
-                    problem.reason(),
-                    &message,
-                    generation,
-                    now,
-                ),
-            ];
+            let reason = problem.reason();
+            status.conditions = kstatus(
+                prev,
+                (false, reason, message.clone()),
+                (!stalled, reason, message.clone()),
+                (stalled, reason, message),
+                generation,
+                now,
+            );
         }
         (Ok(credential), Some(outcome)) => {
             let failed = outcome.failures.len();
@@ -97,11 +77,14 @@ pub fn compute(
                     format!("{n} of {} namespaces failed", outcome.matched),
                 ),
             };
-            status.conditions = vec![
-                condition(prev, READY, ready, reason, &message, generation, now),
-                condition(prev, RECONCILING, !ready, reason, &message, generation, now),
-                condition(prev, STALLED, false, reason, &message, generation, now),
-            ];
+            status.conditions = kstatus(
+                prev,
+                (ready, reason, message.clone()),
+                (!ready, reason, message.clone()),
+                (false, reason, message),
+                generation,
+                now,
+            );
         }
         (Ok(_), None) => {}
     }

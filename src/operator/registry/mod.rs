@@ -29,7 +29,7 @@ use kube::{Api, Client, Resource};
 use reconcile::ReconcileError;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use stores::ChildStores;
 
 pub const CONTROLLER: &str = "registry";
@@ -109,17 +109,15 @@ async fn reconcile_guarded(
     guard: Arc<DeserializeGuard<Registry>>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let started = Instant::now();
-    let result = match &guard.0 {
-        Ok(registry) => reconcile::reconcile(Arc::new(registry.clone()), ctx.clone()).await,
-        Err(invalid) => Ok(report_invalid(invalid, &ctx).await),
+    let work = async {
+        match &guard.0 {
+            Ok(registry) => reconcile::reconcile(Arc::new(registry.clone()), ctx.clone()).await,
+            Err(invalid) => Ok(report_invalid(invalid, &ctx).await),
+        }
     };
-    ctx.metrics.reconciled(
-        CONTROLLER,
-        started.elapsed(),
-        result.as_ref().err().map(ReconcileError::category),
-    );
-    result
+    ctx.metrics
+        .timed(CONTROLLER, ReconcileError::category, work)
+        .await
 }
 
 fn error_policy(

@@ -5,7 +5,7 @@ use super::build::{endpoint, replicas};
 use super::names::ChildNames;
 use crate::crd::common::LocalObjectReference;
 use crate::crd::registry::{Registry, RegistryStatus};
-use crate::operator::conditions::{READY, RECONCILING, STALLED, condition};
+use crate::operator::conditions::kstatus;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -161,35 +161,14 @@ pub fn compute(
             )
         }
     };
-    let conditions = vec![
-        condition(
-            &previous.conditions,
-            READY,
-            ready.0,
-            ready.1,
-            ready.2,
-            generation,
-            now,
-        ),
-        condition(
-            &previous.conditions,
-            RECONCILING,
-            reconciling.0,
-            reconciling.1,
-            reconciling.2,
-            generation,
-            now,
-        ),
-        condition(
-            &previous.conditions,
-            STALLED,
-            stalled.0,
-            stalled.1,
-            stalled.2,
-            generation,
-            now,
-        ),
-    ];
+    let conditions = kstatus(
+        &previous.conditions,
+        ready,
+        reconciling,
+        stalled,
+        generation,
+        now,
+    );
     RegistryStatus {
         observed_generation: generation,
         conditions,
@@ -209,7 +188,7 @@ pub fn compute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::conditions::is_true;
+    use crate::operator::conditions::{READY, RECONCILING, STALLED, is_true};
     use k8s_openapi::jiff::Timestamp;
     use serde_json::json;
 
