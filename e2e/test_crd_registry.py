@@ -8,7 +8,7 @@ import pytest
 
 from support.procs import REPO
 
-CRD = os.path.join(REPO, "crds", "registry.yaml")
+CRDS = os.path.join(REPO, "crds")
 
 INVALID = [
     ({"storage": {}}, "storage needs exactly one of persistentVolume, emptyDir or s3"),
@@ -24,11 +24,13 @@ INVALID = [
 
 @pytest.fixture(scope="module")
 def registry_crd(cluster):
-    cluster.kubectl("apply", "--server-side", "--field-manager=wharf-e2e", "-f", CRD)
-    cluster.kubectl("wait", "--for=condition=Established", "crd/registries.wharf.dev", "--timeout=60s")
+    # Every wharf CRD, so that the `wharf` category resolves to kinds that exist.
+    cluster.kubectl("apply", "--server-side", "--field-manager=wharf-e2e", "-k", CRDS)
+    cluster.kubectl("wait", "--for=condition=Established", "crd/registries.wharf.dev",
+                    "crd/imagepullcredentials.wharf.dev", "--timeout=60s")
     yield
-    # No controller serves the kind yet: leave the cluster as it was.
-    cluster.kubectl("delete", "-f", CRD, "--ignore-not-found", "--wait=false", check=False)
+    # No controller runs here: leave the cluster as it was.
+    cluster.kubectl("delete", "-k", CRDS, "--ignore-not-found", "--wait=false", check=False)
 
 
 def registry(spec, name="r"):

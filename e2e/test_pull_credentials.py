@@ -176,6 +176,14 @@ def test_pod_webhook_injects_the_minted_credential_into_labelled_namespaces(clus
     assert {"name": "wharf-pull"} in cluster.get("pod", "app", team_ns)["spec"]["imagePullSecrets"]
     wait_running(cluster, team_ns)
 
+    # The minted secret is in the copies only: not in the operator's logs, events or status.
+    logs = "".join(cluster.kubectl("logs", "-n", OPERATOR_NS, p["metadata"]["name"], check=False).stdout
+                   for p in operator_pods(cluster))
+    assert "robot credential renewed" in logs, "the operator logs nothing about minting: nothing to check"
+    events = cluster.kubectl("get", "events", "-A", "-o", "json").stdout
+    for where, text in [("logs", logs), ("events", events), ("status", json.dumps(cluster.get("imagepullcredential", name)))]:
+        assert password not in text, f"the robot's secret appears in the operator's {where}"
+
     # The robot is pull-only and limited to team-a/**.
     c = Client(registry.address, user, password)
     assert c.request("GET", "/v2/team-b/app/tags/list")[0] == 403
