@@ -9,12 +9,16 @@
 //! PUT    /admin/v1/robots/{name}          replace permissions and description
 //! POST   /admin/v1/robots/{name}/rotate   new secret {expiresIn, previousValidFor}
 //! DELETE /admin/v1/robots/{name}          revoke
+//! POST   /admin/v1/gc                     garbage collection {dryRun, gracePeriod,
+//!                                         deleteUntagged, untaggedGracePeriod} -> report
+//! GET    /admin/v1/gc                     {running, last}
 //! ```
 
 use super::Registry;
 use super::api::Json;
 use super::auth::now_unix;
 use super::auth::robots::{Robot, RobotError, RobotRequest, Robots};
+use super::gc::{GcError, GcOptions};
 use super::storage::Store;
 use axum::Router;
 use axum::body::Bytes;
@@ -34,6 +38,7 @@ pub fn routes<S: Store>() -> Router<Arc<Registry<S>>> {
             get(show::<S>).put(update::<S>).delete(revoke::<S>),
         )
         .route("/admin/v1/robots/{name}/rotate", post(rotate::<S>))
+        .route("/admin/v1/gc", get(gc_status::<S>).post(gc_run::<S>))
 }
 
 fn view(robot: &Robot) -> serde_json::Value {
@@ -77,17 +82,23 @@ fn robot_error(e: RobotError) -> Response {
     }
 }
 
-/// Authorizes an admin call; returns the robot store or the response to send.
-async fn admin<'a, S: Store>(
-    registry: &'a Registry<S>,
-    headers: &HeaderMap,
-) -> Result<&'a Robots, Response> {
+/// Authorizes an admin call, or returns the response to send.
+async fn admin_only<S: Store>(registry: &Registry<S>, headers: &HeaderMap) -> Result<(), Response> {
     let identity = registry
         .auth
         .authorize_admin(headers)
         .await
         .map_err(IntoResponse::into_response)?;
     tracing::debug!(admin = identity.name.as_deref(), "admin call");
+    Ok(())
+}
+
+/// Authorizes an admin call; returns the robot store or the response to send.
+async fn admin<'a, S: Store>(
+    registry: &'a Registry<S>,
+    headers: &HeaderMap,
+) -> Result<&'a Robots, Response> {
+    admin_only(registry, headers).await?;
     registry.auth.robots().ok_or_else(|| {
         error(
             StatusCode::NOT_FOUND,
@@ -207,4 +218,74 @@ async fn revoke<S: Store>(
     }
     tracing::info!(robot = %name, "robot revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GcRequest {
+    /// Report what would be deleted; delete nothing (default false).
+    dry_run: Option<bool>,
+    /// Unreferenced blobs younger than this are kept (default 1h).
+    grace_period: Option<String>,
+    /// Also delete manifests no tag reaches (default false).
+    delete_untagged: Option<bool>,
+    /// ... once they are older than this (default 24h).
+    untagged_grace_period: Option<String>,
+}
+
+fn duration_or(text: Option<&str>, default: Duration) -> Result<Duration, Response> {
+    match text {
+        None => Ok(default),
+        Some(t) => crate::duration::parse(t).map_err(|e| invalid(e.to_string())),
+    }
+}
+
+async fn gc_run<S: Store>(
+    State(registry): State<Arc<Registry<S>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Response> {
+    admin_only(&registry, &headers).await?;
+    let request: GcRequest = match body.is_empty() {
+        true => GcRequest::default(),
+        false => parse_json(&body).map_err(invalid)?,
+    };
+    let options = GcOptions {
+        dry_run: request.dry_run.unwrap_or(false),
+        grace: duration_or(request.grace_period.as_deref(), Duration::from_secs(3600))?,
+        untagged_after: match request.delete_untagged.unwrap_or(false) {
+            false => None,
+            true => Some(duration_or(
+                request.untagged_grace_period.as_deref(),
+                Duration::from_secs(24 * 3600),
+            )?),
+        },
+    };
+    match registry.gc.run(registry.store.clone(), options).await {
+        Ok(report) => Ok(Json::ok(serde_json::to_value(report).unwrap_or_default())),
+        Err(GcError::AlreadyRunning) => Err(error(
+            StatusCode::CONFLICT,
+            "CONFLICT",
+            GcError::AlreadyRunning.to_string(),
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "garbage collection failed");
+            Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UNKNOWN",
+                e.to_string(),
+            ))
+        }
+    }
+}
+
+async fn gc_status<S: Store>(
+    State(registry): State<Arc<Registry<S>>>,
+    headers: HeaderMap,
+) -> Result<Response, Response> {
+    admin_only(&registry, &headers).await?;
+    Ok(Json::ok(serde_json::json!({
+        "running": registry.gc.is_running(),
+        "last": registry.gc.last_report(),
+    })))
 }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod digest;
 pub mod error;
+pub mod gc;
 pub mod manifest;
 pub mod metrics;
 pub mod names;
@@ -32,6 +33,7 @@ pub struct Registry<S: Store> {
     pub config: Config,
     pub auth: Auth,
     pub metrics: Metrics,
+    pub gc: gc::Collector,
     upload_hashes: UploadHashes,
 }
 
@@ -42,6 +44,7 @@ impl<S: Store> Registry<S> {
             config,
             auth,
             metrics: Metrics::default(),
+            gc: gc::Collector::default(),
             upload_hashes: UploadHashes::default(),
         }
     }

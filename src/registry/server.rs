@@ -82,7 +82,7 @@ async fn metrics<S: Store>(
     }
     (
         [("content-type", "text/plain; version=0.0.4")],
-        registry.metrics.render(),
+        registry.metrics.render() + &registry.gc.render(),
     )
         .into_response()
 }

@@ -23,6 +23,11 @@ pub async fn get<S: Store>(
     headers: &HeaderMap,
     with_body: bool,
 ) -> Result<Response, RegistryError> {
+    // A HEAD is how clients decide to skip an upload and reference the blob as it is: from now
+    // on garbage collection keeps it (see `gc`).
+    if !with_body {
+        registry.gc.touch([digest]);
+    }
     if !registry.store.blob_linked(repo, digest).await? {
         return Err(RegistryError::BlobUnknown);
     }

@@ -89,6 +89,16 @@ pub async fn put<S: Store>(
             tags.push(tag);
         }
     }
+    // Announce before checking, so that garbage collection either keeps these or has already
+    // removed them (and the check fails cleanly).
+    let _push = registry.gc.begin_push(
+        parsed
+            .blobs
+            .iter()
+            .chain(&parsed.layers)
+            .chain(&parsed.children)
+            .chain([&digest]),
+    );
     check_references(registry, repo, &parsed).await?;
 
     let stored = StoredManifest {

@@ -97,6 +97,7 @@ pub async fn start<S: Store>(
 ) -> Result<Response, RegistryError> {
     if let Some(mount) = query.first("mount") {
         let digest = parse_digest(mount)?;
+        registry.gc.touch([&digest]);
         let mountable = match query.first("from") {
             Some(from) => {
                 let from = RepoName::parse(from)?;
@@ -321,6 +322,8 @@ async fn verify_and_commit<S: Store>(
         let _ = registry.store.cancel_upload(repo, id).await;
         return Err(RegistryError::DigestMismatch);
     }
+    // The same blob may exist already, unreferenced and old: keep garbage collection off it.
+    registry.gc.touch([digest]);
     registry
         .store
         .commit_upload(repo, id, digest)

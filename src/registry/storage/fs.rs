@@ -85,6 +85,14 @@ impl FsStore {
             .join(d.hex())
     }
 
+    pub(super) fn blob_file(&self, d: &Digest) -> PathBuf {
+        self.blob_path(d)
+    }
+
+    pub(super) fn layer_link_file(&self, repo: &RepoName, d: &Digest) -> PathBuf {
+        self.layer_link(repo, d)
+    }
+
     fn upload_dir(&self, id: &str) -> PathBuf {
         self.root.join("uploads").join(id)
     }
@@ -730,6 +738,22 @@ impl Store for FsStore {
         ));
         not_found_is_none(tokio::fs::remove_file(&path).await).map_err(io_err(&path))?;
         Ok(())
+    }
+
+    fn gc_repositories(&self, names: &[String]) -> StorageResult<Vec<super::fs_gc::RepoInventory>> {
+        self.inventory_repositories(names)
+    }
+
+    fn gc_blobs(&self) -> StorageResult<Vec<super::fs_gc::BlobEntry>> {
+        self.inventory_blobs()
+    }
+
+    fn gc_read(&self, digest: &Digest) -> Option<Vec<u8>> {
+        self.read_manifest_blob(digest)
+    }
+
+    fn gc_remove_blob(&self, digest: &Digest, linked_in: &[String]) -> StorageResult<u64> {
+        self.remove_blob_and_links(digest, linked_in)
     }
 
     async fn list_referrers(&self, repo: &RepoName, subject: &Digest) -> StorageResult<Vec<Bytes>> {

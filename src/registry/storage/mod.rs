@@ -4,6 +4,7 @@
 
 pub mod fs;
 mod fs_documents;
+pub mod fs_gc;
 mod tag_lists;
 
 use super::digest::{Digest, Hasher};
@@ -172,6 +173,14 @@ pub trait Store: Send + Sync + 'static {
         subject: &Digest,
         referrer: &Digest,
     ) -> impl Future<Output = StorageResult<()>> + Send;
+    /// Garbage collection's inventory of these repositories (blocking: call it off the runtime).
+    fn gc_repositories(&self, names: &[String]) -> StorageResult<Vec<fs_gc::RepoInventory>>;
+    /// Every blob with its size and age (blocking).
+    fn gc_blobs(&self) -> StorageResult<Vec<fs_gc::BlobEntry>>;
+    /// A manifest's bytes (blocking).
+    fn gc_read(&self, digest: &Digest) -> Option<Vec<u8>>;
+    /// Removes a blob and its links from `linked_in`; returns the bytes freed (blocking).
+    fn gc_remove_blob(&self, digest: &Digest, linked_in: &[String]) -> StorageResult<u64>;
     /// Descriptors (JSON) of the manifests whose subject is `subject`.
     fn list_referrers(
         &self,

@@ -1,0 +1,441 @@
+//! Online garbage collection: runs inside the registry while pushes and pulls continue. No
+//! read-only window and no global lock; safety comes from three rules:
+//!
+//! 1. Everything any manifest revision in any repository references is kept (config, layers,
+//!    child manifests; referrers are revisions themselves), and so is every blob younger than
+//!    the grace period, which covers uploads committed during the run.
+//! 2. A manifest push announces what it references (`begin_push`) before it checks that it
+//!    exists, and again when it is done. A run never sweeps a blob that a push in flight
+//!    references, or that a push touched since the run started (its manifest may have been
+//!    written after the run read that repository). The check-and-delete of each blob happens
+//!    under the same short lock the announcement takes, so a push either sees the blob gone
+//!    (and fails cleanly with MANIFEST_BLOB_UNKNOWN) or the blob survives. Mounts, committed
+//!    uploads and HEAD checks `touch` their blob the same way.
+//! 3. Links go before content: a crash leaves an unreferenced blob for the next run.
+//!
+//! Untagged manifests (not reachable from a tag through index children or as a referrer of a
+//! reachable manifest) can be deleted too, after their own grace period.
+
+mod graph;
+
+use super::digest::Digest;
+use super::names::RepoName;
+use super::storage::Store;
+use graph::{Graph, untagged};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Finished announcements older than this are forgotten at the start of a run.
+const PROTECTION_TTL: Duration = Duration::from_secs(3600);
+
+/// What pushes said about one digest.
+#[derive(Debug, Clone, Copy)]
+struct Protection {
+    /// Last announcement or end of a push.
+    last: Instant,
+    /// Manifest pushes referencing it right now.
+    in_flight: u32,
+}
+
+type Protections = Arc<Mutex<HashMap<Digest, Protection>>>;
+
+/// Held by a manifest push from before it checks its references until it is stored.
+pub struct PushGuard {
+    protections: Protections,
+    digests: Vec<Digest>,
+}
+
+impl Drop for PushGuard {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let mut map = self.protections.lock().unwrap_or_else(|e| e.into_inner());
+        for d in &self.digests {
+            if let Some(p) = map.get_mut(d) {
+                p.in_flight = p.in_flight.saturating_sub(1);
+                p.last = now;
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error("a garbage collection is already running")]
+    AlreadyRunning,
+    #[error("storage failure: {0}")]
+    Storage(#[from] super::storage::StorageError),
+    #[error("manifest {digest} in {repository} cannot be read ({reason}); nothing was deleted")]
+    Unreadable {
+        repository: String,
+        digest: String,
+        reason: String,
+    },
+    #[error("the collection task failed: {0}")]
+    Task(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    pub dry_run: bool,
+    /// Unreferenced blobs younger than this are kept.
+    pub grace: Duration,
+    /// Delete untagged manifests older than this; `None`: keep them.
+    pub untagged_after: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// Unix seconds.
+    pub started_at: u64,
+    pub duration_ms: u64,
+    pub repositories: u64,
+    pub manifests: u64,
+    pub manifests_deleted: u64,
+    pub blobs: u64,
+    pub blobs_referenced: u64,
+    pub blobs_deleted: u64,
+    pub bytes_freed: u64,
+    /// Unreferenced but younger than the grace period.
+    pub blobs_too_recent: u64,
+    /// Unreferenced but announced by a push in progress.
+    pub blobs_protected: u64,
+}
+
+#[derive(Default)]
+pub struct Collector {
+    protected: Protections,
+    running: AtomicBool,
+    last: Mutex<Option<GcReport>>,
+    runs: AtomicU64,
+    blobs_deleted: AtomicU64,
+    bytes_freed: AtomicU64,
+    manifests_deleted: AtomicU64,
+    progress_manifests: AtomicU64,
+    progress_swept: Arc<AtomicU64>,
+}
+
+/// Clears the running flag however a run ends.
+struct RunningGuard<'a>(&'a AtomicBool);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Collector {
+    /// A manifest push is about to check and then reference these digests.
+    pub fn begin_push<'a>(&self, digests: impl IntoIterator<Item = &'a Digest>) -> PushGuard {
+        let now = Instant::now();
+        let mut map = self.protected.lock().unwrap_or_else(|e| e.into_inner());
+        let digests: Vec<Digest> = digests.into_iter().cloned().collect();
+        for d in &digests {
+            let p = map.entry(d.clone()).or_insert(Protection {
+                last: now,
+                in_flight: 0,
+            });
+            p.in_flight += 1;
+            p.last = now;
+        }
+        PushGuard {
+            protections: self.protected.clone(),
+            digests,
+        }
+    }
+
+    /// A client just used these digests (mounted, uploaded, checked with HEAD).
+    pub fn touch<'a>(&self, digests: impl IntoIterator<Item = &'a Digest>) {
+        let now = Instant::now();
+        let mut map = self.protected.lock().unwrap_or_else(|e| e.into_inner());
+        for d in digests {
+            map.entry(d.clone())
+                .and_modify(|p| p.last = now)
+                .or_insert(Protection {
+                    last: now,
+                    in_flight: 0,
+                });
+        }
+    }
+
+    pub fn last_report(&self) -> Option<GcReport> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    pub async fn run<S: Store>(
+        &self,
+        store: Arc<S>,
+        options: GcOptions,
+    ) -> Result<GcReport, GcError> {
+        if self.running.swap(true, Ordering::AcqRel) {
+            return Err(GcError::AlreadyRunning);
+        }
+        let _running = RunningGuard(&self.running);
+        self.progress_manifests.store(0, Ordering::Relaxed);
+        self.progress_swept.store(0, Ordering::Relaxed);
+        self.protected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, p| p.in_flight > 0 || p.last.elapsed() < PROTECTION_TTL);
+        let started = Instant::now();
+        let started_at = SystemTime::now();
+        let mut report = GcReport {
+            dry_run: options.dry_run,
+            started_at: unix(started_at),
+            ..GcReport::default()
+        };
+
+        let names = store.list_repositories().await?;
+        let inventory_store = store.clone();
+        let mut graph =
+            tokio::task::spawn_blocking(move || Graph::load(inventory_store.as_ref(), &names))
+                .await
+                .map_err(|e| GcError::Task(e.to_string()))??;
+        report.repositories = graph.repositories.len() as u64;
+        report.manifests = graph.manifest_count() as u64;
+        self.progress_manifests
+            .store(report.manifests, Ordering::Relaxed);
+
+        if let Some(after) = options.untagged_after {
+            let deleted = self
+                .delete_untagged(
+                    store.as_ref(),
+                    &mut graph,
+                    after,
+                    (started, started_at),
+                    options.dry_run,
+                )
+                .await?;
+            report.manifests_deleted = deleted;
+        }
+
+        let sweeper = Sweeper {
+            protected: self.protected.clone(),
+            started,
+            progress: self.progress_swept.clone(),
+            grace: options.grace,
+            started_at,
+            dry_run: options.dry_run,
+        };
+        let sweep_store = store.clone();
+        let swept =
+            tokio::task::spawn_blocking(move || sweeper.sweep(sweep_store.as_ref(), &graph))
+                .await
+                .map_err(|e| GcError::Task(e.to_string()))??;
+        report.blobs = swept.blobs;
+        report.blobs_referenced = swept.referenced;
+        report.blobs_deleted = swept.deleted;
+        report.bytes_freed = swept.freed;
+        report.blobs_too_recent = swept.recent;
+        report.blobs_protected = swept.protected;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+
+        if !options.dry_run {
+            self.blobs_deleted
+                .fetch_add(report.blobs_deleted, Ordering::Relaxed);
+            self.bytes_freed
+                .fetch_add(report.bytes_freed, Ordering::Relaxed);
+            self.manifests_deleted
+                .fetch_add(report.manifests_deleted, Ordering::Relaxed);
+        }
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
+        tracing::info!(
+            dry_run = report.dry_run,
+            blobs_deleted = report.blobs_deleted,
+            bytes_freed = report.bytes_freed,
+            manifests_deleted = report.manifests_deleted,
+            duration_ms = report.duration_ms,
+            "garbage collection finished"
+        );
+        Ok(report)
+    }
+
+    async fn delete_untagged<S: Store>(
+        &self,
+        store: &S,
+        graph: &mut Graph,
+        after: Duration,
+        (started, started_at): (Instant, SystemTime),
+        dry_run: bool,
+    ) -> Result<u64, GcError> {
+        let mut deleted = 0;
+        for repo in &mut graph.repositories {
+            let doomed = untagged(repo, after, started_at);
+            let protections = self
+                .protected
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let Ok(name) = RepoName::parse(&repo.name) else {
+                continue;
+            };
+            for digest in doomed {
+                if protections
+                    .get(&digest)
+                    .is_some_and(|p| p.in_flight > 0 || p.last >= started)
+                {
+                    continue;
+                }
+                if !dry_run {
+                    store.delete_manifest(&name, &digest).await?;
+                    if let Some(subject) =
+                        repo.manifests.get(&digest).and_then(|m| m.subject.clone())
+                    {
+                        store.remove_referrer(&name, &subject, &digest).await?;
+                    }
+                }
+                repo.manifests.remove(&digest);
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Prometheus lines for `/metrics`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let rows: [(&str, &str, &str, u64); 7] = [
+            (
+                "wharf_registry_gc_runs_total",
+                "counter",
+                "Garbage collection runs finished.",
+                self.runs.load(Ordering::Relaxed),
+            ),
+            (
+                "wharf_registry_gc_blobs_deleted_total",
+                "counter",
+                "Blobs deleted by garbage collection.",
+                self.blobs_deleted.load(Ordering::Relaxed),
+            ),
+            (
+                "wharf_registry_gc_bytes_freed_total",
+                "counter",
+                "Bytes freed by garbage collection.",
+                self.bytes_freed.load(Ordering::Relaxed),
+            ),
+            (
+                "wharf_registry_gc_manifests_deleted_total",
+                "counter",
+                "Untagged manifests deleted by garbage collection.",
+                self.manifests_deleted.load(Ordering::Relaxed),
+            ),
+            (
+                "wharf_registry_gc_running",
+                "gauge",
+                "1 while a garbage collection runs.",
+                self.is_running() as u64,
+            ),
+            (
+                "wharf_registry_gc_progress_manifests",
+                "gauge",
+                "Manifests read by the current or last run.",
+                self.progress_manifests.load(Ordering::Relaxed),
+            ),
+            (
+                "wharf_registry_gc_progress_blobs_swept",
+                "gauge",
+                "Blobs deleted so far by the current or last run.",
+                self.progress_swept.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        out
+    }
+}
+
+/// What the blocking sweep needs from the collector.
+struct Sweeper {
+    protected: Protections,
+    started: Instant,
+    progress: Arc<AtomicU64>,
+    grace: Duration,
+    started_at: SystemTime,
+    dry_run: bool,
+}
+
+impl Sweeper {
+    fn sweep<S: Store>(&self, store: &S, graph: &Graph) -> Result<SweepCounts, GcError> {
+        let referenced: HashSet<&Digest> = graph.referenced();
+        let blobs = store.gc_blobs()?;
+        let mut counts = SweepCounts {
+            blobs: blobs.len() as u64,
+            referenced: blobs
+                .iter()
+                .filter(|b| referenced.contains(&b.digest))
+                .count() as u64,
+            ..SweepCounts::default()
+        };
+        let links = graph.links();
+        for blob in blobs {
+            if referenced.contains(&blob.digest) {
+                continue;
+            }
+            let age = self
+                .started_at
+                .duration_since(blob.modified)
+                .unwrap_or_default();
+            if age < self.grace {
+                counts.recent += 1;
+                continue;
+            }
+            // The check and the delete under the lock `protect` takes: see the module docs.
+            let protected = self.protected.lock().unwrap_or_else(|e| e.into_inner());
+            if protected
+                .get(&blob.digest)
+                .is_some_and(|p| p.in_flight > 0 || p.last >= self.started)
+            {
+                counts.protected += 1;
+                continue;
+            }
+            let freed = match self.dry_run {
+                true => blob.size,
+                false => store.gc_remove_blob(
+                    &blob.digest,
+                    links
+                        .get(&blob.digest)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default(),
+                )?,
+            };
+            drop(protected);
+            counts.deleted += 1;
+            counts.freed += freed;
+            self.progress.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(counts)
+    }
+}
+
+#[derive(Default)]
+struct SweepCounts {
+    blobs: u64,
+    referenced: u64,
+    deleted: u64,
+    freed: u64,
+    recent: u64,
+    protected: u64,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,171 @@
+//! What garbage collection needs from the filesystem backend: an inventory of every repository
+//! (revisions with their age, tags, layer links) and of every blob (size, age), and removal of a
+//! blob together with the links that name it. Blocking; the collector runs it off the runtime.
+
+use super::fs::FsStore;
+use super::{StorageError, StorageResult};
+use crate::registry::digest::Digest;
+use crate::registry::names::RepoName;
+use std::io;
+use std::path::Path;
+use std::time::SystemTime;
+
+/// One repository as it is on disk.
+#[derive(Debug, Default)]
+pub struct RepoInventory {
+    pub name: String,
+    /// Manifests linked into the repository: when they were linked (pushed), and the media
+    /// type they were pushed with.
+    pub revisions: Vec<(Digest, SystemTime, String)>,
+    /// Digests the tags point to.
+    pub tagged: Vec<Digest>,
+    /// Blobs linked into the repository.
+    pub layer_links: Vec<Digest>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BlobEntry {
+    pub digest: Digest,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+fn io_error(path: &Path, source: io::Error) -> StorageError {
+    StorageError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// `<alg>/<hex>` files under `dir` as digests (temporaries and stray names are skipped).
+fn digests_in(dir: &Path) -> StorageResult<Vec<(Digest, SystemTime)>> {
+    let mut out = Vec::new();
+    let algorithms = match std::fs::read_dir(dir) {
+        Ok(a) => a,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_error(dir, e)),
+    };
+    for alg in algorithms.filter_map(Result::ok) {
+        let alg_name = alg.file_name().to_string_lossy().into_owned();
+        let Ok(files) = std::fs::read_dir(alg.path()) else {
+            continue;
+        };
+        for file in files.filter_map(Result::ok) {
+            let hex = file.file_name().to_string_lossy().into_owned();
+            if let Ok(digest) = format!("{alg_name}:{hex}").parse::<Digest>() {
+                let modified = file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(SystemTime::now());
+                out.push((digest, modified));
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl FsStore {
+    pub fn inventory_repositories(&self, names: &[String]) -> StorageResult<Vec<RepoInventory>> {
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let dir = self.root.join("repositories").join(name);
+            let revisions_dir = dir.join("_manifests/revisions");
+            let revisions = digests_in(&revisions_dir)?
+                .into_iter()
+                .map(|(d, at)| {
+                    let link = revisions_dir.join(d.algorithm().name()).join(d.hex());
+                    let media_type = std::fs::read_to_string(link).unwrap_or_default();
+                    (d, at, media_type)
+                })
+                .collect();
+            let layer_links = digests_in(&dir.join("_layers"))?
+                .into_iter()
+                .map(|(d, _)| d)
+                .collect();
+            let mut tagged = Vec::new();
+            let tags_dir = dir.join("_manifests/tags");
+            if let Ok(entries) = std::fs::read_dir(&tags_dir) {
+                for entry in entries.filter_map(Result::ok) {
+                    if entry.file_name().to_string_lossy().starts_with('.') {
+                        continue;
+                    }
+                    if let Ok(text) = std::fs::read_to_string(entry.path())
+                        && let Ok(d) = text.trim().parse()
+                    {
+                        tagged.push(d);
+                    }
+                }
+            }
+            out.push(RepoInventory {
+                name: name.clone(),
+                revisions,
+                tagged,
+                layer_links,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn inventory_blobs(&self) -> StorageResult<Vec<BlobEntry>> {
+        let root = self.root.join("blobs");
+        let mut out = Vec::new();
+        let algorithms = std::fs::read_dir(&root).map_err(|e| io_error(&root, e))?;
+        for alg in algorithms.filter_map(Result::ok) {
+            let alg_name = alg.file_name().to_string_lossy().into_owned();
+            let Ok(prefixes) = std::fs::read_dir(alg.path()) else {
+                continue;
+            };
+            for prefix in prefixes.filter_map(Result::ok) {
+                let Ok(files) = std::fs::read_dir(prefix.path()) else {
+                    continue;
+                };
+                for file in files.filter_map(Result::ok) {
+                    let hex = file.file_name().to_string_lossy().into_owned();
+                    let Ok(digest) = format!("{alg_name}:{hex}").parse::<Digest>() else {
+                        continue;
+                    };
+                    let Ok(meta) = file.metadata() else {
+                        continue;
+                    };
+                    out.push(BlobEntry {
+                        digest,
+                        size: meta.len(),
+                        modified: meta.modified().unwrap_or(SystemTime::now()),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stored bytes of a manifest (manifests are blobs too).
+    pub fn read_manifest_blob(&self, digest: &Digest) -> Option<Vec<u8>> {
+        std::fs::read(self.blob_file(digest)).ok()
+    }
+
+    /// Removes the links first, then the content: a crash in between leaves an unreferenced
+    /// blob for the next run, never a link to nothing.
+    pub fn remove_blob_and_links(
+        &self,
+        digest: &Digest,
+        linked_in: &[String],
+    ) -> StorageResult<u64> {
+        for repo in linked_in {
+            if let Ok(name) = RepoName::parse(repo) {
+                let link = self.layer_link_file(&name, digest);
+                match std::fs::remove_file(&link) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error(&link, e)),
+                }
+            }
+        }
+        let path = self.blob_file(digest);
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(size),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io_error(&path, e)),
+        }
+    }
+}
