@@ -10,7 +10,7 @@ IMAGE ?= wharf.local/wharf:dev
 export WHARF_IMAGE := $(IMAGE)
 PYTEST ?= python3 -m pytest
 
-.PHONY: crds help run test test-unit test-e2e e2e build lint fmt image cluster-up cluster-down deps tools bench bench-operator bench-pull-credentials clean
+.PHONY: crds help run test test-unit test-e2e e2e build lint fmt image cluster-up cluster-down deps tools bench bench-operator bench-pull-credentials bench-gc clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -59,14 +59,19 @@ cluster-up: ## start the local Kubernetes cluster (idempotent)
 cluster-down: ## stop the local cluster and remove everything it created
 	@e2e/cluster/down.sh
 
-bench: ## wharf vs the reference registry side by side (../shared/bench), then the operator and pull credentials at scale; writes docs/benchmarks.md
+bench: ## wharf vs the reference registry side by side (../shared/bench), then the operator, pull credentials and GC at scale; writes docs/benchmarks.md
 	@e2e/bench/run.sh
 	@$(MAKE) --no-print-directory bench-operator
 	@$(MAKE) --no-print-directory bench-pull-credentials
+	@$(MAKE) --no-print-directory bench-gc
 
 bench-operator: ## the operator with 50 Registries on the local cluster (installs it like make run)
 	@e2e/run.sh >/dev/null
 	@KUBECONFIG=$${KUBECONFIG:-$(CLUSTER_DIR)/kubeconfig} KUBECTL=$$(test -x $(CLUSTER_DIR)/bin/kubectl && echo $(CLUSTER_DIR)/bin/kubectl || echo kubectl) python3 e2e/bench/operator.py
+
+bench-gc: ## online GC against Distribution's offline garbage-collect on 100,000 blobs and 20,000 manifests
+	@e2e/tools/install-deps.sh
+	@python3 e2e/bench/gc.py
 
 bench-pull-credentials: ## one ImagePullCredential into 1,000 namespaces vs kubectl apply of the same Secrets
 	@e2e/run.sh >/dev/null

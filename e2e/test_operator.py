@@ -14,6 +14,7 @@ import pytest
 
 from support.operator import (OPERATOR_NS, admin_credentials, condition, holder, kill_hard, leader, metrics,
                               operator_pods, writes)
+from support.oci import Client
 from support.procs import REPO, run
 
 SAMPLE = os.path.join(REPO, "config", "samples", "registry.yaml")
@@ -234,7 +235,9 @@ def test_a_reconcile_with_nothing_to_do_writes_nothing(cluster, operator, namesp
         cluster.wait_until("the reconcile", lambda: reconciles(metrics(cluster, pod)) > reconciles(before) + i, timeout=30)
     after = metrics(cluster, pod)
     assert reconciles(after) >= reconciles(before) + 3
-    assert writes(after) == writes(before), {k: (before.get(k), v) for k, v in after.items() if "api_requests" in k}
+    assert writes(after) == writes(before), (
+        {k: (before.get(k), v) for k, v in after.items() if "api_requests" in k or "errors" in k},
+        operator_logs(cluster))
     print(f"\nAPI requests for {reconciles(after) - reconciles(before):.0f} no-op reconciles: "
           f"{sum(v for k, v in after.items() if 'api_requests' in k) - sum(v for k, v in before.items() if 'api_requests' in k):.0f}")
 
@@ -355,3 +358,34 @@ def test_a_standby_takes_over_when_the_leader_dies(cluster, operator, namespace)
     cluster.wait_until("the hand-over", lambda: (leader(cluster) or new) != new and leader(cluster), timeout=LEASE_SECONDS * 3)
     print(f"leader hand-over on SIGTERM: {time.monotonic() - stopped:.1f}s")
     assert time.monotonic() - stopped < LEASE_SECONDS
+
+
+def test_scheduled_garbage_collection_runs_wharf_gc_and_reports_in_status(cluster, operator, namespace):
+    apply_sample(cluster, namespace, storage={"emptyDir": {}},
+                 garbageCollection={"schedule": "0 3 * * *", "minBlobAge": "0s"})
+    cluster.wait_until("Ready", lambda: ready(cluster, "main", namespace), timeout=180)
+    cron = cluster.get("cronjob", "main-gc", namespace)
+    assert cron and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    user, password = admin_credentials(cluster, "main", namespace)
+    forward = PortForward(cluster, namespace, "main")
+    try:
+        c = Client(forward.address, user, password)
+        for _ in range(3):
+            status, _, body = c.push_blob("scratch/orphans", os.urandom(1000))
+            assert status == 201, body
+        c.close()
+        # Run the schedule now, as `kubectl create job --from` does for any CronJob.
+        cluster.kubectl("create", "job", "--from=cronjob/main-gc", "gc-now", "-n", namespace)
+
+        def reported():
+            run = (cluster.get("registry", "main", namespace) or {}).get("status", {}).get("lastGarbageCollection") or {}
+            return run if run.get("jobName") == "gc-now" else None
+
+        run = cluster.wait_until("the run in status", reported, timeout=180)
+        assert run["succeeded"] is True and run["blobsDeleted"] == 3 and run["bytesFreed"] == 3000, run
+        c = Client(forward.address, user, password)
+        status, _, body = c.request("GET", "/admin/v1/gc")
+        assert status == 200 and json.loads(body)["last"]["blobsDeleted"] == 3
+        c.close()
+    finally:
+        forward.close()

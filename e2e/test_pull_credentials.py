@@ -62,12 +62,24 @@ def registry(cluster, operator, busybox_image):
     ip = cluster.get("service", "main", namespace)["spec"]["clusterIP"]
     address = f"{ip}:5000"
     cluster.trust_http_registry(address)
+    # Ready means the pod is; the Service's cluster IP answers once kube-proxy has caught up.
+    cluster.wait_until("the Service to answer", lambda: answers(address), timeout=60)
     user, password = admin_credentials(cluster, "main", namespace)
     for repo in ("team-a/app", "team-b/app"):
         run(["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false", "--dest-creds", f"{user}:{password}",
              f"oci-archive:{busybox_image[1]}", f"docker://{address}/{repo}:1"], timeout=300)
     yield Setup(cluster, namespace, address, (user, password))
     cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def answers(address):
+    c = Client(address, timeout=2)
+    try:
+        return c.request("GET", "/v2/")[0] == 401
+    except OSError:
+        return False
+    finally:
+        c.close()
 
 
 def credential(name, spec):

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import random
+import subprocess
 import tempfile
 import threading
 import time
@@ -193,3 +194,28 @@ def write_config():
     with os.fdopen(fd, "w") as f:
         f.write(json.dumps({"auth": {"access": [{"users": ["reader"], "repositories": ["**"], "actions": ["pull"]}]}}))
     return path
+
+
+def test_wharf_gc_job_reports_through_its_termination_message(wharf_bin, tmp_path):
+    registry = Registry(wharf_bin, users={ADMIN: PASSWORD}).start()
+    try:
+        c = Client(registry.address, ADMIN, PASSWORD)
+        for _ in range(3):
+            c.push_blob("job/orphans", os.urandom(1000))
+        c.close()
+        log = tmp_path / "termination-log"
+        env = {**os.environ, "WHARF_USERNAME": ADMIN, "WHARF_PASSWORD": PASSWORD}
+        args = [wharf_bin, "gc", "--registry", f"http://{registry.address}", "--grace-period", "0s",
+                "--termination-log", str(log)]
+        dry = subprocess.run([*args, "--dry-run"], capture_output=True, text=True, env=env, timeout=120)
+        assert dry.returncode == 0, dry.stderr
+        assert json.loads(dry.stdout) == json.loads(log.read_text())
+        assert json.loads(dry.stdout)["dryRun"] is True and json.loads(dry.stdout)["blobsDeleted"] == 3
+        real = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+        summary = json.loads(log.read_text())
+        assert real.returncode == 0 and summary["blobsDeleted"] == 3 and summary["bytesFreed"] == 3000, summary
+        bad = subprocess.run(args, capture_output=True, text=True, env={**env, "WHARF_PASSWORD": "wrong"}, timeout=60)
+        assert bad.returncode != 0 and "401" in bad.stderr, bad.stderr
+        assert PASSWORD not in bad.stderr + bad.stdout
+    finally:
+        registry.cleanup()

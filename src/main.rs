@@ -17,6 +17,8 @@ enum Command {
     Registry(wharf::registry::config::RegistryArgs),
     /// Run the controllers for the wharf.dev kinds.
     Operator(wharf::operator::OperatorArgs),
+    /// Run one garbage collection of a wharf registry through its admin API (a Job's command).
+    Gc(wharf::jobs::gc::GcArgs),
     /// Write the CustomResourceDefinitions generated from the Rust types.
     Crdgen {
         /// Directory to write one YAML file per kind into; without it, print them all.
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Registry(args) => run_async(wharf::registry::server::run(args)),
         Command::Operator(args) => run_async(wharf::operator::run(args)),
+        Command::Gc(args) => run_async(wharf::jobs::gc::run(args)),
         Command::Crdgen { out } => crdgen(out),
     };
     match result {

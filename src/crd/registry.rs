@@ -300,6 +300,9 @@ pub struct GarbageCollectionRun {
     /// Bytes freed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_freed: Option<i64>,
+    /// Whether the run succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub succeeded: Option<bool>,
 }
 
 #[cfg(test)]

@@ -233,10 +233,10 @@ struct GcRequest {
     untagged_grace_period: Option<String>,
 }
 
-fn duration_or(text: Option<&str>, default: Duration) -> Result<Duration, Response> {
+fn duration_or(text: Option<&str>, default: Duration) -> Result<Duration, String> {
     match text {
         None => Ok(default),
-        Some(t) => crate::duration::parse(t).map_err(|e| invalid(e.to_string())),
+        Some(t) => crate::duration::parse(t).map_err(|e| e.to_string()),
     }
 }
 
@@ -252,13 +252,17 @@ async fn gc_run<S: Store>(
     };
     let options = GcOptions {
         dry_run: request.dry_run.unwrap_or(false),
-        grace: duration_or(request.grace_period.as_deref(), Duration::from_secs(3600))?,
+        grace: duration_or(request.grace_period.as_deref(), Duration::from_secs(3600))
+            .map_err(invalid)?,
         untagged_after: match request.delete_untagged.unwrap_or(false) {
             false => None,
-            true => Some(duration_or(
-                request.untagged_grace_period.as_deref(),
-                Duration::from_secs(24 * 3600),
-            )?),
+            true => Some(
+                duration_or(
+                    request.untagged_grace_period.as_deref(),
+                    Duration::from_secs(24 * 3600),
+                )
+                .map_err(invalid)?,
+            ),
         },
     };
     match registry.gc.run(registry.store.clone(), options).await {

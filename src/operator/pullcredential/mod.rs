@@ -2,7 +2,7 @@
 //! every target namespace and injected into pods.
 //!
 //! - `targets.rs`: which namespaces (pure)
-//! - `source.rs`: the credential (a Secret, or a robot minted through `robot_client.rs`)
+//! - `source.rs`: the credential (a Secret, or a robot minted through `crate::admin_client`)
 //! - `build.rs`: copies, webhook configuration, ServiceAccount patches (pure)
 //! - `reconcile.rs`: resolve → write → prune → status; `status.rs`: the status (pure)
 //! - `webhook.rs`: the Pod webhook every replica serves; `webhook_config.rs`: its certificate
@@ -14,7 +14,6 @@ pub mod build;
 pub mod cleanup;
 pub mod names;
 pub mod reconcile;
-pub mod robot_client;
 pub mod source;
 pub mod status;
 pub mod stores;

@@ -5,7 +5,7 @@
 
 use super::build::{DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, content_hash, docker_config};
 use super::names::{PULL_CREDENTIAL_LABEL, robot_name, robot_state_secret};
-use super::robot_client::{IssuedRobot, RobotClient, RobotClientError};
+use crate::admin_client::{AdminClient, AdminClientError, IssuedRobot};
 use crate::crd::image_pull_credential::{ImagePullCredential, NamespacedName, RegistrySource};
 use crate::crd::registry::Registry;
 use crate::operator::registry::build::service_port;
@@ -268,7 +268,7 @@ pub fn repositories(source: &RegistrySource) -> Vec<String> {
 async fn admin_client(
     client: &Client,
     registry: &Registry,
-) -> Result<Result<RobotClient, SourceProblem>, SourceApiError> {
+) -> Result<Result<AdminClient, SourceProblem>, SourceApiError> {
     let namespace = registry.namespace().unwrap_or_default();
     let names = ChildNames::new(&registry.name_any());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
@@ -319,7 +319,7 @@ async fn admin_client(
         )));
     }
     let host = format!("{}.{namespace}.svc", registry.name_any());
-    Ok(RobotClient::new(
+    Ok(AdminClient::new(
         &host,
         service_port(registry) as u16,
         ca.as_deref(),
@@ -329,7 +329,7 @@ async fn admin_client(
     .map_err(|e| SourceProblem::Unreachable(e.to_string())))
 }
 
-fn unreachable(e: RobotClientError) -> SourceProblem {
+fn unreachable(e: AdminClientError) -> SourceProblem {
     SourceProblem::Unreachable(e.to_string())
 }
 
@@ -400,12 +400,12 @@ pub async fn mint(
 /// Creates the robot; if one exists already (its secret was lost), replaces its secret at once
 /// and sets its permissions.
 async fn create_or_replace(
-    robots: &RobotClient,
+    robots: &AdminClient,
     name: &str,
     description: &str,
     repos: &[String],
     lifetime: Duration,
-) -> Result<IssuedRobot, RobotClientError> {
+) -> Result<IssuedRobot, AdminClientError> {
     match robots.create(name, description, repos, lifetime).await {
         Err(e) if e.status() == Some(409) => {
             robots.update(name, description, repos).await?;

@@ -25,7 +25,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use reconcile::ReconcileError;
 use std::future::Future;
 use std::sync::Arc;
@@ -165,6 +165,13 @@ pub async fn run(
         .owns_stream(streams.secrets)
         .owns_stream(streams.ingresses)
         .owns_stream(streams.pod_disruption_budgets)
+        .owns_stream(streams.cron_jobs)
+        .watches_stream(streams.jobs, |job| {
+            // A finished GC Job → its Registry (the CronJob is `<registry>-gc`).
+            let namespace = job.metadata.namespace.clone()?;
+            let registry = job.labels().get("app.kubernetes.io/instance")?.clone();
+            Some(kube::runtime::reflector::ObjectRef::new(&registry).within(&namespace))
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile_guarded, error_policy, ctx)
         .for_each(|result| async move {

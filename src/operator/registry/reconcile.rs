@@ -7,13 +7,13 @@ use super::names::ChildNames;
 use super::status::{Problem, WorkloadObservation, compute};
 use super::stores::LiveChildren;
 use super::tls::{TlsError, self_signed};
-use crate::crd::registry::{Registry, RegistryStatus};
+use crate::crd::registry::{GarbageCollectionRun, Registry, RegistryStatus};
 use crate::operator::apply::{ApplyError, FIELD_MANAGER, Outcome, apply, prune};
 use crate::operator::conditions::{READY, STALLED, is_true};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
@@ -231,6 +231,16 @@ async fn apply_children(
             "Ingress deleted".into(),
         ),
     }
+    match &children.gc_cron_job {
+        Some(c) => note(
+            apply(&api!(), c, live.gc_cron_job.as_deref()).await?,
+            "CronJob (garbage collection)".into(),
+        ),
+        None => note(
+            prune(&api!(), live.gc_cron_job.as_deref(), owner_uid).await?,
+            "CronJob (garbage collection) deleted".into(),
+        ),
+    }
     match &children.pod_disruption_budget {
         Some(p) => note(
             apply(&api!(), p, live.pod_disruption_budget.as_deref()).await?,
@@ -254,6 +264,62 @@ fn observe_workload(registry: &Registry, live: &LiveChildren) -> Option<Workload
             .as_deref()
             .map(WorkloadObservation::of_deployment)
     }
+}
+
+/// The newest finished garbage collection run, when it is not the one status already shows.
+/// Its numbers come from the pod's termination message (`wharf gc` writes a JSON summary): one
+/// list call per new run, none otherwise.
+async fn last_garbage_collection(
+    ctx: &Context,
+    registry: &Registry,
+    namespace: &str,
+    live: &LiveChildren,
+) -> Result<Option<GarbageCollectionRun>, ReconcileError> {
+    let Some(job) = live.gc_jobs.last() else {
+        return Ok(None);
+    };
+    let job_name = job.name_any();
+    let shown = registry
+        .status
+        .as_ref()
+        .and_then(|s| s.last_garbage_collection.as_ref())
+        .map(|r| r.job_name.as_str());
+    if shown == Some(job_name.as_str()) {
+        return Ok(None);
+    }
+    let succeeded = job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("job-name={job_name}")))
+        .await
+        .map_err(|source| ReconcileError::ReadReference {
+            name: format!("pods of Job {job_name}"),
+            source,
+        })?;
+    let summary = listed
+        .items
+        .iter()
+        .filter_map(|p| {
+            p.status
+                .as_ref()?
+                .container_statuses
+                .as_ref()?
+                .first()?
+                .state
+                .as_ref()?
+                .terminated
+                .as_ref()
+        })
+        .filter(|t| t.exit_code == 0)
+        .find_map(|t| serde_json::from_str::<serde_json::Value>(t.message.as_deref()?).ok());
+    let number = |key: &str| summary.as_ref().and_then(|s| s[key].as_i64());
+    Ok(Some(GarbageCollectionRun {
+        job_name,
+        completion_time: job.status.as_ref().and_then(|s| s.completion_time.clone()),
+        blobs_deleted: number("blobsDeleted"),
+        bytes_freed: number("bytesFreed"),
+        succeeded: Some(succeeded && summary.is_some()),
+    }))
 }
 
 async fn publish(ctx: &Context, registry: &Registry, type_: EventType, reason: &str, note: String) {
@@ -380,13 +446,17 @@ pub async fn reconcile(
     }
 
     // Status
-    let status = compute(
+    let last_gc = last_garbage_collection(&ctx, &registry, &namespace, &live).await?;
+    let mut status = compute(
         &registry,
         problem.as_ref(),
         observe_workload(&registry, &live).as_ref(),
         live.service.as_deref(),
         &Time(now),
     );
+    if last_gc.is_some() {
+        status.last_garbage_collection = last_gc;
+    }
     let previous = registry.status.clone().unwrap_or_default();
     if registry.status.as_ref() != Some(&status) {
         let api: Api<Registry> = Api::namespaced(ctx.client.clone(), &namespace);

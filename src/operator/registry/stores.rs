@@ -5,6 +5,7 @@
 use super::names::{ChildNames, MANAGED_BY_SELECTOR};
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -28,6 +29,9 @@ pub struct ChildStores {
     pub secrets: Store<Secret>,
     pub ingresses: Store<Ingress>,
     pub pod_disruption_budgets: Store<PodDisruptionBudget>,
+    pub cron_jobs: Store<CronJob>,
+    /// The garbage collection runs (labelled through the CronJob's job template).
+    pub jobs: Store<Job>,
 }
 
 /// The watch streams that feed the stores; the controller polls them as triggers.
@@ -40,6 +44,8 @@ pub struct ChildStreams {
     pub secrets: ChildStream<Secret>,
     pub ingresses: ChildStream<Ingress>,
     pub pod_disruption_budgets: ChildStream<PodDisruptionBudget>,
+    pub cron_jobs: ChildStream<CronJob>,
+    pub jobs: ChildStream<Job>,
 }
 
 fn watch<K>(client: &Client) -> (Store<K>, ChildStream<K>)
@@ -67,6 +73,8 @@ pub fn watch_children(client: &Client) -> (ChildStores, ChildStreams) {
     let (secrets, secrets_stream) = watch(client);
     let (ingresses, ingresses_stream) = watch(client);
     let (pod_disruption_budgets, pdb_stream) = watch(client);
+    let (cron_jobs, cron_jobs_stream) = watch(client);
+    let (jobs, jobs_stream) = watch(client);
     (
         ChildStores {
             deployments,
@@ -77,6 +85,8 @@ pub fn watch_children(client: &Client) -> (ChildStores, ChildStreams) {
             secrets,
             ingresses,
             pod_disruption_budgets,
+            cron_jobs,
+            jobs,
         },
         ChildStreams {
             deployments: deployments_stream,
@@ -87,6 +97,8 @@ pub fn watch_children(client: &Client) -> (ChildStores, ChildStreams) {
             secrets: secrets_stream,
             ingresses: ingresses_stream,
             pod_disruption_budgets: pdb_stream,
+            cron_jobs: cron_jobs_stream,
+            jobs: jobs_stream,
         },
     )
 }
@@ -113,6 +125,9 @@ pub struct LiveChildren {
     pub tls_secret: Option<Arc<Secret>>,
     pub ingress: Option<Arc<Ingress>>,
     pub pod_disruption_budget: Option<Arc<PodDisruptionBudget>>,
+    pub gc_cron_job: Option<Arc<CronJob>>,
+    /// Finished garbage collection Jobs of this Registry, newest last.
+    pub gc_jobs: Vec<Arc<Job>>,
 }
 
 impl ChildStores {
@@ -127,6 +142,8 @@ impl ChildStores {
             && self.secrets.wait_until_ready().await.is_ok()
             && self.ingresses.wait_until_ready().await.is_ok()
             && self.pod_disruption_budgets.wait_until_ready().await.is_ok()
+            && self.cron_jobs.wait_until_ready().await.is_ok()
+            && self.jobs.wait_until_ready().await.is_ok()
     }
 
     pub fn live(&self, namespace: &str, names: &ChildNames) -> LiveChildren {
@@ -144,6 +161,42 @@ impl ChildStores {
             tls_secret: get(&self.secrets, namespace, &names.tls_secret()),
             ingress: get(&self.ingresses, namespace, &workload),
             pod_disruption_budget: get(&self.pod_disruption_budgets, namespace, &workload),
+            gc_cron_job: get(
+                &self.cron_jobs,
+                namespace,
+                &super::build::cron_job_name(&names.registry),
+            ),
+            gc_jobs: {
+                let cron = super::build::cron_job_name(&names.registry);
+                let mut jobs: Vec<Arc<Job>> = self
+                    .jobs
+                    .state()
+                    .into_iter()
+                    .filter(|j| {
+                        j.metadata.namespace.as_deref() == Some(namespace)
+                            && j.metadata
+                                .owner_references
+                                .iter()
+                                .flatten()
+                                .any(|o| o.kind == "CronJob" && o.name == cron)
+                            && j.status
+                                .as_ref()
+                                .and_then(|s| {
+                                    s.completion_time.as_ref().or(s
+                                        .conditions
+                                        .as_ref()
+                                        .and_then(|c| {
+                                            c.iter()
+                                                .find(|c| c.type_ == "Failed" && c.status == "True")
+                                        })
+                                        .and_then(|c| c.last_transition_time.as_ref()))
+                                })
+                                .is_some()
+                    })
+                    .collect();
+                jobs.sort_by_key(|j| j.metadata.creation_timestamp.clone().map(|t| t.0));
+                jobs
+            },
         }
     }
 }

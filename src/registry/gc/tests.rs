@@ -116,7 +116,10 @@ async fn keeps_everything_referenced_and_deletes_the_rest() {
         .await
         .unwrap();
     assert_eq!(report.manifests_deleted, 1);
-    assert_eq!(report.blobs_deleted, 2, "the manifest's own blob and its only layer");
+    assert_eq!(
+        report.blobs_deleted, 2,
+        "the manifest's own blob and its only layer"
+    );
     assert!(store.get_manifest(&a, &old).await.unwrap().is_none());
     assert!(store.blob_size(&untagged_only).await.unwrap().is_none());
     assert!(store.get_manifest(&a, &tagged).await.unwrap().is_some());

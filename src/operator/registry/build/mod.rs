@@ -3,6 +3,10 @@
 //! second pass with the same inputs yields the same objects, which is what lets apply write
 //! nothing when nothing changed.
 
+mod gc_job;
+
+pub use gc_job::{GC_COMPONENT, cron_job_name, gc_labels};
+
 use super::credentials::{AdminCredentials, PASSWORD_SHA256_ANNOTATION};
 use super::names::*;
 use super::tls::{DNS_NAMES_ANNOTATION, NOT_AFTER_ANNOTATION, SelfSignedTls};
@@ -76,6 +80,8 @@ pub struct Children {
     pub service: Service,
     pub ingress: Option<Ingress>,
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
+    /// `spec.garbageCollection`'s schedule.
+    pub gc_cron_job: Option<k8s_openapi::api::batch::v1::CronJob>,
 }
 
 /// DNS names the serving certificate must cover: the Service's names, the Ingress host, and
@@ -725,6 +731,7 @@ pub fn build(inputs: &BuildInputs) -> Result<Children, BuildError> {
         service: service(registry, &owner),
         ingress: ingress(registry, &owner),
         pod_disruption_budget: pod_disruption_budget(registry, &owner),
+        gc_cron_job: gc_job::gc_cron_job(registry, &owner, inputs.default_image),
     })
 }
 

@@ -455,3 +455,71 @@ fn image_overrides_keep_whatever_part_is_not_overridden() {
         ("host:5000/wharf".into(), None)
     );
 }
+
+#[test]
+fn garbage_collection_runs_wharf_gc_on_schedule_against_the_service() {
+    assert!(
+        build_for(&registry(json!({"storage": {"emptyDir": {}}})))
+            .gc_cron_job
+            .is_none()
+    );
+    let r = registry(json!({
+        "storage": {"emptyDir": {}},
+        "tls": {"selfSigned": {}},
+        "garbageCollection": {"schedule": "0 3 * * *", "timeZone": "Europe/Berlin", "minBlobAge": "3h", "deleteUntagged": true},
+    }));
+    let cron = build_for(&r).gc_cron_job.expect("a CronJob");
+    assert_eq!(cron.metadata.name.as_deref(), Some("main-gc"));
+    let spec = cron.spec.unwrap();
+    assert_eq!(spec.schedule, "0 3 * * *");
+    assert_eq!(spec.time_zone.as_deref(), Some("Europe/Berlin"));
+    assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+    let job_labels = spec.job_template.metadata.unwrap().labels.unwrap();
+    assert_eq!(
+        job_labels["app.kubernetes.io/component"], "garbage-collection",
+        "the Service must never select GC pods"
+    );
+    assert_eq!(job_labels["app.kubernetes.io/managed-by"], "wharf-operator");
+    let pod = spec.job_template.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    let c = &pod.containers[0];
+    assert_eq!(
+        c.args.as_ref().unwrap(),
+        &["gc", "--grace-period", "3h", "--delete-untagged"]
+    );
+    let env: BTreeMap<_, _> = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| (e.name.clone(), e.clone()))
+        .collect();
+    assert_eq!(
+        env["WHARF_REGISTRY_URL"].value.as_deref(),
+        Some("https://main.team.svc:5000")
+    );
+    assert_eq!(
+        env["WHARF_CA_FILE"].value.as_deref(),
+        Some("/etc/wharf/ca/ca.crt")
+    );
+    let from = env["WHARF_PASSWORD"]
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (from.name.as_str(), from.key.as_str()),
+        ("main-admin", "password")
+    );
+    let ca = &pod.volumes.as_ref().unwrap()[0];
+    assert_eq!(ca.config_map.as_ref().unwrap().name, "main-ca");
+    assert_eq!(
+        c.security_context
+            .as_ref()
+            .unwrap()
+            .read_only_root_filesystem,
+        Some(true)
+    );
+}

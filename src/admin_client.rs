@@ -1,6 +1,7 @@
 //! A small client for the registry's admin API (`src/registry/admin.rs`): the operator creates,
-//! rotates, updates and revokes the robot accounts behind registry-sourced credentials. One
-//! connection per call (calls are rare: minting and rotation); HTTPS trusts only the CA given.
+//! rotates, updates and revokes the robot accounts behind registry-sourced credentials, and
+//! `wharf gc` starts garbage collection. One connection per call (calls are rare); HTTPS trusts
+//! only the CA given.
 
 use base64::Engine;
 use bytes::Bytes;
@@ -11,10 +12,12 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// For robot calls; garbage collection gets `GC_TIMEOUT`.
 const TIMEOUT: Duration = Duration::from_secs(10);
+const GC_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 #[derive(Debug, thiserror::Error)]
-pub enum RobotClientError {
+pub enum AdminClientError {
     #[error("cannot reach the registry at {endpoint}: {message}")]
     Connect { endpoint: String, message: String },
     #[error("the registry's CA certificate is not valid PEM")]
@@ -29,10 +32,10 @@ pub enum RobotClientError {
     Decode(&'static str),
 }
 
-impl RobotClientError {
+impl AdminClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
-            RobotClientError::Status { status, .. } => Some(*status),
+            AdminClientError::Status { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -53,14 +56,14 @@ impl std::fmt::Display for IssuedRobot {
     }
 }
 
-pub struct RobotClient {
+pub struct AdminClient {
     host: String,
     port: u16,
     tls: Option<Arc<rustls::ClientConfig>>,
     authorization: String,
 }
 
-impl RobotClient {
+impl AdminClient {
     /// `host:port` of the registry; `ca_pem` switches to HTTPS trusting only that CA.
     pub fn new(
         host: &str,
@@ -68,24 +71,24 @@ impl RobotClient {
         ca_pem: Option<&str>,
         username: &str,
         password: &str,
-    ) -> Result<RobotClient, RobotClientError> {
+    ) -> Result<AdminClient, AdminClientError> {
         let tls = match ca_pem {
             None => None,
             Some(pem) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
                     roots
-                        .add(cert.map_err(|_| RobotClientError::BadCa)?)
-                        .map_err(|_| RobotClientError::BadCa)?;
+                        .add(cert.map_err(|_| AdminClientError::BadCa)?)
+                        .map_err(|_| AdminClientError::BadCa)?;
                 }
                 if roots.is_empty() {
-                    return Err(RobotClientError::BadCa);
+                    return Err(AdminClientError::BadCa);
                 }
                 let config = rustls::ClientConfig::builder_with_provider(Arc::new(
                     rustls::crypto::ring::default_provider(),
                 ))
                 .with_safe_default_protocol_versions()
-                .map_err(|_| RobotClientError::BadCa)?
+                .map_err(|_| AdminClientError::BadCa)?
                 .with_root_certificates(roots)
                 .with_no_client_auth();
                 Some(Arc::new(config))
@@ -95,7 +98,7 @@ impl RobotClient {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
         );
-        Ok(RobotClient {
+        Ok(AdminClient {
             host: host.to_owned(),
             port,
             tls,
@@ -113,13 +116,45 @@ impl RobotClient {
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<(StatusCode, Bytes), RobotClientError> {
-        tokio::time::timeout(TIMEOUT, self.call_once(method, path, body))
+    ) -> Result<(StatusCode, Bytes), AdminClientError> {
+        self.call_within(TIMEOUT, what, method, path, body).await
+    }
+
+    async fn call_within(
+        &self,
+        timeout: Duration,
+        what: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(StatusCode, Bytes), AdminClientError> {
+        tokio::time::timeout(timeout, self.call_once(method, path, body))
             .await
-            .map_err(|_| RobotClientError::Connect {
+            .map_err(|_| AdminClientError::Connect {
                 endpoint: self.endpoint(),
-                message: format!("no answer to {what} within {}s", TIMEOUT.as_secs()),
+                message: format!("no answer to {what} within {}s", timeout.as_secs()),
             })?
+    }
+
+    /// Runs garbage collection (`request` as `POST /admin/v1/gc` takes it); returns the report.
+    pub async fn collect_garbage(
+        &self,
+        request: serde_json::Value,
+    ) -> Result<serde_json::Value, AdminClientError> {
+        let (status, bytes) = self
+            .call_within(
+                GC_TIMEOUT,
+                "garbage collection",
+                Method::POST,
+                "/admin/v1/gc",
+                Some(request),
+            )
+            .await?;
+        match status {
+            StatusCode::OK => serde_json::from_slice(&bytes)
+                .map_err(|_| AdminClientError::Decode("garbage collection")),
+            other => Err(Self::fail("garbage collection", other, &bytes)),
+        }
     }
 
     async fn call_once(
@@ -127,8 +162,8 @@ impl RobotClient {
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<(StatusCode, Bytes), RobotClientError> {
-        let connect_error = |message: String| RobotClientError::Connect {
+    ) -> Result<(StatusCode, Bytes), AdminClientError> {
+        let connect_error = |message: String| AdminClientError::Connect {
             endpoint: self.endpoint(),
             message,
         };
@@ -178,20 +213,20 @@ impl RobotClient {
         Ok((status, bytes))
     }
 
-    fn fail(what: &'static str, status: StatusCode, body: &[u8]) -> RobotClientError {
+    fn fail(what: &'static str, status: StatusCode, body: &[u8]) -> AdminClientError {
         let message = serde_json::from_slice::<serde_json::Value>(body)
             .ok()
             .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_owned))
             .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
-        RobotClientError::Status {
+        AdminClientError::Status {
             what,
             status: status.as_u16(),
             message,
         }
     }
 
-    fn issued(what: &'static str, body: &[u8]) -> Result<IssuedRobot, RobotClientError> {
-        serde_json::from_slice(body).map_err(|_| RobotClientError::Decode(what))
+    fn issued(what: &'static str, body: &[u8]) -> Result<IssuedRobot, AdminClientError> {
+        serde_json::from_slice(body).map_err(|_| AdminClientError::Decode(what))
     }
 
     pub async fn create(
@@ -200,7 +235,7 @@ impl RobotClient {
         description: &str,
         repositories: &[String],
         expires_in: Duration,
-    ) -> Result<IssuedRobot, RobotClientError> {
+    ) -> Result<IssuedRobot, AdminClientError> {
         let body = serde_json::json!({
             "name": name,
             "description": description,
@@ -221,7 +256,7 @@ impl RobotClient {
         name: &str,
         description: &str,
         repositories: &[String],
-    ) -> Result<(), RobotClientError> {
+    ) -> Result<(), AdminClientError> {
         let body = serde_json::json!({
             "description": description,
             "permissions": [{"repositories": repositories, "actions": ["pull"]}],
@@ -245,7 +280,7 @@ impl RobotClient {
         name: &str,
         expires_in: Duration,
         previous_valid_for: Duration,
-    ) -> Result<IssuedRobot, RobotClientError> {
+    ) -> Result<IssuedRobot, AdminClientError> {
         let body = serde_json::json!({
             "expiresIn": format!("{}s", expires_in.as_secs()),
             "previousValidFor": format!("{}s", previous_valid_for.as_secs()),
@@ -265,7 +300,7 @@ impl RobotClient {
     }
 
     /// Returns whether the robot existed.
-    pub async fn delete(&self, name: &str) -> Result<bool, RobotClientError> {
+    pub async fn delete(&self, name: &str) -> Result<bool, AdminClientError> {
         let (status, bytes) = self
             .call(
                 "revoke robot",
