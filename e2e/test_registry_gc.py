@@ -86,6 +86,8 @@ def test_gc_while_pushing_and_pulling_loses_nothing_and_leaves_only_referenced_b
             seed.push_blob("garbage/orphans", os.urandom(4096))
         push_image(seed, "garbage/untagged", "gone", os.urandom(1024))
         seed.close()
+        # Older than the grace period by the time the first runs start alongside the pushes.
+        time.sleep(2.5)
 
         def pusher(n):
             c = Client(registry.address, ADMIN, PASSWORD, timeout=60)

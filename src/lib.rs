@@ -3,6 +3,7 @@
 //! - `registry/`: the OCI Distribution server (`wharf registry`)
 //! - `operator/`: the controllers (`wharf operator`), one directory per kind
 //! - `jobs/`: the one-shot jobs the operator schedules (`wharf gc`), over `admin_client.rs`
+//! - `retention/`: which tags and manifests a retention policy deletes (pure)
 //! - `crd/`: the `wharf.dev` custom resource types (`wharf crdgen` writes `crds/` from them)
 //! - `duration.rs`, `logging.rs`, `prometheus.rs`: small pieces shared by every subcommand
 #![forbid(unsafe_code)]
@@ -15,3 +16,4 @@ pub mod logging;
 pub mod operator;
 pub mod prometheus;
 pub mod registry;
+pub mod retention;

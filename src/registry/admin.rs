@@ -12,6 +12,8 @@
 //! POST   /admin/v1/gc                     garbage collection {dryRun, gracePeriod,
 //!                                         deleteUntagged, untaggedGracePeriod} -> report
 //! GET    /admin/v1/gc                     {running, last}
+//! GET    /admin/v1/manifests?repository=  every manifest: tags, pushedAt, lastPulledAt,
+//!                                         subject, children
 //! ```
 
 use super::Registry;
@@ -19,10 +21,11 @@ use super::api::Json;
 use super::auth::now_unix;
 use super::auth::robots::{Robot, RobotError, RobotRequest, Robots};
 use super::gc::{GcError, GcOptions};
+use super::names::{RepoName, Tag};
 use super::storage::Store;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -39,6 +42,7 @@ pub fn routes<S: Store>() -> Router<Arc<Registry<S>>> {
         )
         .route("/admin/v1/robots/{name}/rotate", post(rotate::<S>))
         .route("/admin/v1/gc", get(gc_status::<S>).post(gc_run::<S>))
+        .route("/admin/v1/manifests", get(manifests::<S>))
 }
 
 fn view(robot: &Robot) -> serde_json::Value {
@@ -292,4 +296,89 @@ async fn gc_status<S: Store>(
         "running": registry.gc.is_running(),
         "last": registry.gc.last_report(),
     })))
+}
+
+/// Every manifest of a repository with its tags, media type, subject, when it was pushed and
+/// when it was last pulled (Unix seconds): what retention policies decide on.
+async fn manifests<S: Store>(
+    State(registry): State<Arc<Registry<S>>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, Response> {
+    admin_only(&registry, &headers).await?;
+    let query = super::api::Query::parse(query.as_deref());
+    let repo = query
+        .first("repository")
+        .ok_or_else(|| "repository= is required".to_owned())
+        .and_then(|r| RepoName::parse(r).map_err(|e| e.to_string()))
+        .map_err(invalid)?;
+    let storage = |e: super::storage::StorageError| {
+        error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string())
+    };
+    let Some(tags) = registry.store.list_tags(&repo).await.map_err(storage)? else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            format!("repository {repo} does not exist"),
+        ));
+    };
+    let mut tags_of: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for tag in tags.iter() {
+        let Ok(parsed) = Tag::parse(tag) else {
+            continue;
+        };
+        if let Some(d) = registry
+            .store
+            .get_tag(&repo, &parsed)
+            .await
+            .map_err(storage)?
+        {
+            tags_of.entry(d.to_string()).or_default().push(tag.clone());
+        }
+    }
+    let names = vec![repo.as_str().to_owned()];
+    let store = registry.store.clone();
+    let inventory = tokio::task::spawn_blocking(move || store.gc_repositories(&names))
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string()))?
+        .map_err(storage)?;
+    let pulls = registry
+        .pulls
+        .last_pulls(registry.store.as_ref(), &repo)
+        .await;
+    let mut out = Vec::new();
+    for (digest, pushed, media_type) in inventory.into_iter().flat_map(|r| r.revisions) {
+        let parsed = registry
+            .store
+            .get_manifest(&repo, &digest)
+            .await
+            .map_err(storage)?
+            .and_then(|m| super::manifest::parse(&m.bytes, Some(&m.media_type)).ok());
+        let subject = parsed
+            .as_ref()
+            .and_then(|p| p.subject.as_ref())
+            .map(|s| s.to_string());
+        let children: Vec<String> = parsed
+            .map(|p| p.children.iter().map(|c| c.to_string()).collect())
+            .unwrap_or_default();
+        let key = digest.to_string();
+        out.push(serde_json::json!({
+            "digest": key,
+            "mediaType": media_type,
+            "tags": tags_of.remove(&key).unwrap_or_default(),
+            "pushedAt": pushed.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            "lastPulledAt": pulls.get(&key),
+            "subject": subject,
+            "children": children,
+        }));
+    }
+    out.sort_by(|a, b| {
+        a["pushedAt"]
+            .as_u64()
+            .cmp(&b["pushedAt"].as_u64())
+            .then(a["digest"].as_str().cmp(&b["digest"].as_str()))
+    });
+    Ok(Json::ok(
+        serde_json::json!({"repository": repo.as_str(), "manifests": out}),
+    ))
 }

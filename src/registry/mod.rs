@@ -20,6 +20,7 @@ pub mod server;
 pub mod storage;
 mod tls;
 mod upload_hashes;
+pub mod usage;
 
 use auth::Auth;
 use config::Config;
@@ -34,6 +35,7 @@ pub struct Registry<S: Store> {
     pub auth: Auth,
     pub metrics: Metrics,
     pub gc: gc::Collector,
+    pub pulls: usage::PullLog,
     upload_hashes: UploadHashes,
 }
 
@@ -45,6 +47,7 @@ impl<S: Store> Registry<S> {
             auth,
             metrics: Metrics::default(),
             gc: gc::Collector::default(),
+            pulls: usage::PullLog::default(),
             upload_hashes: UploadHashes::default(),
         }
     }

@@ -130,7 +130,8 @@ pub async fn run(args: RegistryArgs) -> Result<(), ServerError> {
         read_only = config.read_only,
         "registry serving"
     );
-    serve(listener, router(registry), tls, shutdown_signal()).await;
+    serve(listener, router(registry.clone()), tls, shutdown_signal()).await;
+    registry.pulls.flush(registry.store.as_ref()).await;
     tracing::info!("registry stopped");
     Ok(())
 }
@@ -215,6 +216,7 @@ async fn shutdown_signal() {
 async fn maintenance<S: Store>(registry: Arc<Registry<S>>) {
     let mut purge = tokio::time::interval(registry.config.upload_purge_interval);
     let mut sample = tokio::time::interval(Duration::from_secs(60));
+    let mut pulls = tokio::time::interval(Duration::from_secs(30));
     loop {
         tokio::select! {
             _ = purge.tick() => match registry.store.purge_uploads(registry.config.upload_purge_after).await {
@@ -225,6 +227,9 @@ async fn maintenance<S: Store>(registry: Arc<Registry<S>>) {
                 }
                 Err(e) => tracing::warn!(error = %e, "upload purge failed"),
             },
+            _ = pulls.tick() => {
+                registry.pulls.flush(registry.store.as_ref()).await;
+            }
             _ = sample.tick() => {
                 let root = registry.config.storage_root.join("blobs");
                 if let Ok(bytes) = tokio::task::spawn_blocking(move || dir_size(&root)).await {

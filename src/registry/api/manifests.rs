@@ -41,6 +41,7 @@ pub async fn get<S: Store>(
         .ok_or(RegistryError::ManifestUnknown)?;
     let len = stored.bytes.len();
     let mut response = Response::new(if with_body {
+        registry.pulls.record(repo, &digest);
         registry.metrics.bytes_sent(len as u64);
         Body::from(stored.bytes)
     } else {

@@ -44,7 +44,7 @@ pub struct StoredManifest {
     pub media_type: String,
 }
 
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Documents + Send + Sync + 'static {
     /// Size of a blob in the global content store, if present.
     fn blob_size(&self, digest: &Digest)
     -> impl Future<Output = StorageResult<Option<u64>>> + Send;
