@@ -136,6 +136,36 @@ impl AdminClient {
             })?
     }
 
+    /// GET a JSON document (admin API or registry API), `None` on 404.
+    pub async fn get_json(
+        &self,
+        what: &'static str,
+        path: &str,
+    ) -> Result<Option<serde_json::Value>, AdminClientError> {
+        let (status, bytes) = self.call(what, Method::GET, path, None).await?;
+        match status {
+            StatusCode::OK => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|_| AdminClientError::Decode(what)),
+            StatusCode::NOT_FOUND => Ok(None),
+            other => Err(Self::fail(what, other, &bytes)),
+        }
+    }
+
+    /// DELETE a registry API path (a tag or a manifest); returns whether it existed.
+    pub async fn delete_path(
+        &self,
+        what: &'static str,
+        path: &str,
+    ) -> Result<bool, AdminClientError> {
+        let (status, bytes) = self.call(what, Method::DELETE, path, None).await?;
+        match status {
+            StatusCode::ACCEPTED | StatusCode::OK | StatusCode::NO_CONTENT => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            other => Err(Self::fail(what, other, &bytes)),
+        }
+    }
+
     /// Runs garbage collection (`request` as `POST /admin/v1/gc` takes it); returns the report.
     pub async fn collect_garbage(
         &self,

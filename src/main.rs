@@ -19,6 +19,8 @@ enum Command {
     Operator(wharf::operator::OperatorArgs),
     /// Run one garbage collection of a wharf registry through its admin API (a Job's command).
     Gc(wharf::jobs::gc::GcArgs),
+    /// Run a retention policy once against a wharf registry (a Job's command).
+    Retention(wharf::jobs::retention::RetentionArgs),
     /// Write the CustomResourceDefinitions generated from the Rust types.
     Crdgen {
         /// Directory to write one YAML file per kind into; without it, print them all.
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
         Command::Registry(args) => run_async(wharf::registry::server::run(args)),
         Command::Operator(args) => run_async(wharf::operator::run(args)),
         Command::Gc(args) => run_async(wharf::jobs::gc::run(args)),
+        Command::Retention(args) => run_async(wharf::jobs::retention::run(args)),
         Command::Crdgen { out } => crdgen(out),
     };
     match result {
