@@ -76,7 +76,7 @@ def test_retention_dry_run_real_run_and_safety_limit(wharf_bin, tmp_path):
         # Too many candidates: nothing deleted, and the reason is given.
         stalled, _ = run_retention(wharf_bin, registry, {**policy, "safety": {"dryRun": False, "maxDeletionsPerRun": 3}},
                                    tmp_path, in_use=[digests["pr-2"]])
-        assert stalled["stalled"] is True and "exceed maxDeletionsPerRun (3)" in stalled["reason"], stalled
+        assert stalled["stalled"] is True and "exceed maxDeletionsPerRun (3)" in stalled["message"], stalled
         assert c.request("HEAD", f"/v2/{REPO}/manifests/main-1", headers={"Accept": OCI_MANIFEST})[0] == 200
 
         real, _ = run_retention(wharf_bin, registry, {**policy, "safety": {"dryRun": False}}, tmp_path, in_use=[digests["pr-2"]])

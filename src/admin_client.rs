@@ -60,7 +60,8 @@ pub struct AdminClient {
     host: String,
     port: u16,
     tls: Option<Arc<rustls::ClientConfig>>,
-    authorization: String,
+    /// `None` for anonymous access (an endpoint without credentials).
+    authorization: Option<String>,
 }
 
 impl AdminClient {
@@ -94,10 +95,12 @@ impl AdminClient {
                 Some(Arc::new(config))
             }
         };
-        let authorization = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
-        );
+        let authorization = (!username.is_empty()).then(|| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+            )
+        });
         Ok(AdminClient {
             host: host.to_owned(),
             port,
@@ -187,12 +190,81 @@ impl AdminClient {
         }
     }
 
+    /// HEAD a manifest by tag: its digest, `None` when the tag does not exist.
+    pub async fn manifest_digest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<String>, AdminClientError> {
+        const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+        let what = "read a manifest's digest";
+        let path = format!("/v2/{repository}/manifests/{reference}");
+        let (status, headers, bytes) = tokio::time::timeout(
+            TIMEOUT,
+            self.exchange(Method::HEAD, &path, None, Some(ACCEPT)),
+        )
+        .await
+        .map_err(|_| AdminClientError::Connect {
+            endpoint: self.endpoint(),
+            message: format!("no answer to {what} within {}s", TIMEOUT.as_secs()),
+        })??;
+        match status {
+            StatusCode::OK => headers
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .map(|d| Some(d.to_owned()))
+                .ok_or(AdminClientError::Decode(what)),
+            StatusCode::NOT_FOUND => Ok(None),
+            other => Err(Self::fail(what, other, &bytes)),
+        }
+    }
+
+    /// GET a JSON document and the path of the next page from its `Link` header (RFC 5988, as
+    /// `/v2/<name>/tags/list` and `/v2/_catalog` paginate).
+    pub async fn get_page(
+        &self,
+        what: &'static str,
+        path: &str,
+    ) -> Result<Option<(serde_json::Value, Option<String>)>, AdminClientError> {
+        let (status, headers, bytes) =
+            tokio::time::timeout(TIMEOUT, self.exchange(Method::GET, path, None, None))
+                .await
+                .map_err(|_| AdminClientError::Connect {
+                    endpoint: self.endpoint(),
+                    message: format!("no answer to {what} within {}s", TIMEOUT.as_secs()),
+                })??;
+        match status {
+            StatusCode::OK => {
+                let value =
+                    serde_json::from_slice(&bytes).map_err(|_| AdminClientError::Decode(what))?;
+                let next = headers
+                    .get("link")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(next_link);
+                Ok(Some((value, next)))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            other => Err(Self::fail(what, other, &bytes)),
+        }
+    }
+
     async fn call_once(
         &self,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<(StatusCode, Bytes), AdminClientError> {
+        let (status, _, bytes) = self.exchange(method, path, body, None).await?;
+        Ok((status, bytes))
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        accept: Option<&str>,
+    ) -> Result<(StatusCode, axum::http::HeaderMap, Bytes), AdminClientError> {
         let connect_error = |message: String| AdminClientError::Connect {
             endpoint: self.endpoint(),
             message,
@@ -201,12 +273,18 @@ impl AdminClient {
             .await
             .map_err(|e| connect_error(e.to_string()))?;
         let body_bytes = body.map(|b| serde_json::to_vec(&b).unwrap_or_default());
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
             .header("host", self.endpoint())
-            .header("authorization", &self.authorization)
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        if let Some(authorization) = &self.authorization {
+            request = request.header("authorization", authorization);
+        }
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let request = request
             .body(Full::new(Bytes::from(body_bytes.unwrap_or_default())))
             .map_err(|e| connect_error(e.to_string()))?;
         let response = match &self.tls {
@@ -234,13 +312,14 @@ impl AdminClient {
         }
         .map_err(|e| connect_error(e.to_string()))?;
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = response
             .into_body()
             .collect()
             .await
             .map_err(|e| connect_error(e.to_string()))?
             .to_bytes();
-        Ok((status, bytes))
+        Ok((status, headers, bytes))
     }
 
     fn fail(what: &'static str, status: StatusCode, body: &[u8]) -> AdminClientError {
@@ -258,20 +337,48 @@ impl AdminClient {
     fn issued(what: &'static str, body: &[u8]) -> Result<IssuedRobot, AdminClientError> {
         serde_json::from_slice(body).map_err(|_| AdminClientError::Decode(what))
     }
+}
 
+/// The path of `<…>; rel="next"` in a `Link` header.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        params
+            .split(';')
+            .map(str::trim)
+            .any(|p| p == "rel=\"next\"" || p == "rel=next")
+            .then(|| {
+                target
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned()
+            })
+    })
+}
+
+/// One grant for a robot: these actions (`pull`, `push`, `delete`) on these repository globs.
+pub struct RobotPermissions<'a> {
+    pub repositories: &'a [String],
+    pub actions: &'a [&'a str],
+}
+
+impl AdminClient {
     pub async fn create(
         &self,
         name: &str,
         description: &str,
-        repositories: &[String],
-        expires_in: Duration,
+        permissions: &RobotPermissions<'_>,
+        expires_in: Option<Duration>,
     ) -> Result<IssuedRobot, AdminClientError> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "name": name,
             "description": description,
-            "permissions": [{"repositories": repositories, "actions": ["pull"]}],
-            "expiresIn": format!("{}s", expires_in.as_secs()),
+            "permissions": [{"repositories": permissions.repositories, "actions": permissions.actions}],
         });
+        if let Some(lifetime) = expires_in {
+            body["expiresIn"] = format!("{}s", lifetime.as_secs()).into();
+        }
         let (status, bytes) = self
             .call("create robot", Method::POST, "/admin/v1/robots", Some(body))
             .await?;
@@ -285,11 +392,11 @@ impl AdminClient {
         &self,
         name: &str,
         description: &str,
-        repositories: &[String],
+        permissions: &RobotPermissions<'_>,
     ) -> Result<(), AdminClientError> {
         let body = serde_json::json!({
             "description": description,
-            "permissions": [{"repositories": repositories, "actions": ["pull"]}],
+            "permissions": [{"repositories": permissions.repositories, "actions": permissions.actions}],
         });
         let (status, bytes) = self
             .call(
@@ -344,5 +451,18 @@ impl AdminClient {
             StatusCode::NOT_FOUND => Ok(false),
             other => Err(Self::fail("revoke robot", other, &bytes)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn next_page_links() {
+        assert_eq!(
+            super::next_link(r#"</v2/a/tags/list?n=2&last=b>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?n=2&last=b")
+        );
+        assert_eq!(super::next_link(r#"</x>; rel="prev""#), None);
+        assert_eq!(super::next_link(""), None);
     }
 }

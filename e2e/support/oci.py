@@ -57,6 +57,14 @@ class Client:
         digest = digest or sha256(data)
         status, headers, body = self.request("POST", f"/v2/{repo}/blobs/uploads/?digest={digest}", data,
                                              {"Content-Type": "application/octet-stream"})
+        if status == 202:
+            # A registry without single-request uploads (Distribution) opened a session instead.
+            location = headers["location"]
+            if "://" in location:
+                location = "/" + location.split("://", 1)[1].split("/", 1)[1]
+            separator = "&" if "?" in location else "?"
+            status, headers, body = self.request("PUT", f"{location}{separator}digest={digest}", data,
+                                                 {"Content-Type": "application/octet-stream"})
         return status, headers, body
 
     def push_image(self, repo, tag, layers, config=None):

@@ -4,6 +4,7 @@
 pub mod common;
 pub mod image_pull_credential;
 pub mod registry;
+pub mod retention_policy;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -15,6 +16,10 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         (
             "imagepullcredential.yaml",
             image_pull_credential::ImagePullCredential::crd(),
+        ),
+        (
+            "retentionpolicy.yaml",
+            retention_policy::RetentionPolicy::crd(),
         ),
     ]
 }

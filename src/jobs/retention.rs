@@ -1,18 +1,30 @@
-//! `wharf retention`: one run of a retention policy against a wharf registry. Lists every
-//! repository the policy covers with push and pull times (`GET /admin/v1/manifests`), decides
-//! with `crate::retention::evaluate`, and, unless it is a dry run, deletes through the registry
-//! API. A run whose deletions exceed `maxDeletionsPerRun` deletes nothing and says why. The
-//! summary goes to stdout and the termination message; the full candidate list to `--report`.
+//! `wharf retention`: one run of a retention policy against a registry. Lists every
+//! repository the policy covers (`listing.rs`), decides with `crate::retention::evaluate`, and,
+//! unless it is a dry run, deletes through the registry API. A run whose deletions exceed
+//! `maxDeletionsPerRun` deletes nothing and says why. The summary goes to stdout and the
+//! termination message; the candidates to `--report` and, with `--report-to-log`, one line of
+//! the log the operator copies into a ConfigMap.
+
+mod in_use;
+mod listing;
 
 use super::{JobError, client, report};
 use crate::registry::auth::permissions::glob_matches;
 use crate::retention::evaluate::{Decision, evaluate};
-use crate::retention::{KeepRule, Manifest, Policy};
+use crate::retention::{KeepRule, Policy};
 use clap::Args;
+use in_use::InUse;
+pub use listing::Api;
+use listing::encode;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The candidate list printed to the log stays under this, so it fits a ConfigMap.
+const LOG_REPORT_BUDGET: usize = 800 * 1024;
+/// Deletion errors quoted in the summary (the termination message holds 4 KiB).
+const ERRORS_QUOTED: usize = 3;
 
 #[derive(Debug, Args)]
 pub struct RetentionArgs {
@@ -21,22 +33,31 @@ pub struct RetentionArgs {
     pub registry: String,
     #[arg(long, env = "WHARF_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+    /// `wharf` (listings with push and pull times) or `oci` (any registry: tags only).
+    #[arg(long, value_enum, default_value = "wharf")]
+    pub api: Api,
     /// The policy as JSON (the RetentionPolicy spec's fields).
     #[arg(long, env = "WHARF_POLICY_FILE")]
     pub policy: PathBuf,
-    /// Digests that must never be deleted (one per line): what runs in the cluster.
+    /// Overrides the policy's `safety.dryRun` for this run.
+    #[arg(long)]
+    pub dry_run: Option<bool>,
+    /// Image references the cluster uses (one per line): never deleted.
     #[arg(long)]
     pub in_use: Option<PathBuf>,
     /// Where to write every candidate (JSON).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Also print the candidates as one JSON line on stdout (`{"candidates": …}`).
+    #[arg(long)]
+    pub report_to_log: bool,
     #[arg(long, default_value = "/dev/termination-log")]
     pub termination_log: PathBuf,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PolicyFile {
+pub struct PolicyFile {
     #[serde(default)]
     repositories: Vec<String>,
     #[serde(default)]
@@ -78,6 +99,8 @@ struct UntaggedFile {
 struct ProtectFile {
     #[serde(default)]
     tags: Vec<String>,
+    /// The operator lists what the cluster runs and passes it with `--in-use`.
+    in_use_by_cluster: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,69 +171,101 @@ fn covered(file: &PolicyFile, repo: &str) -> bool {
             .any(|g| glob_matches(g, repo))
 }
 
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// Reads and checks a policy file: what the operator validates before scheduling it, and what
+/// every run starts with.
+pub fn parse_policy(text: &str, api: Api) -> Result<(PolicyFile, Policy), JobError> {
+    let file: PolicyFile = serde_json::from_str(text)
+        .map_err(|e| JobError::Invalid(format!("the policy is not valid: {e}")))?;
+    let policy = policy_of(&file)?;
+    evaluate(&[], &policy, &HashSet::new(), 0).map_err(|e| JobError::Invalid(e.to_string()))?;
+    if api == Api::Oci {
+        let timed = policy.keep.iter().any(|k| {
+            k.pushed_within.is_some()
+                || k.pulled_within.is_some()
+                || k.most_recently_pushed.is_some()
+                || (k.newest.is_some() && k.semver.is_none())
+        });
+        if timed || policy.untagged_older_than.is_some() {
+            return Err(JobError::Invalid(
+                "this registry does not say when tags were pushed or pulled, nor list untagged manifests: use tags, tagRegex and semver rules".into(),
+            ));
+        }
+    }
+    Ok((file, policy))
+}
+
+/// Repositories the run covers: the catalog filtered by the policy's globs, or, for registries
+/// without a catalog, the policy's repositories when they are plain names.
+async fn covered_repositories(
+    registry: &crate::admin_client::AdminClient,
+    file: &PolicyFile,
+) -> Result<Vec<String>, JobError> {
+    let listed = match listing::repositories(registry).await? {
+        Some(all) => all,
+        None if !file.repositories.is_empty()
+            && file.repositories.iter().all(|r| !r.contains(['*', '?'])) =>
+        {
+            file.repositories.clone()
+        }
+        None => {
+            return Err(JobError::Invalid(
+                "the registry does not list its repositories (/v2/_catalog): name them in repositories without wildcards".into(),
+            ));
+        }
+    };
+    let mut covered: Vec<String> = listed.into_iter().filter(|r| covered(file, r)).collect();
+    covered.sort();
+    covered.dedup();
+    Ok(covered)
+}
+
+/// The candidates as one log line, cut at whole repositories to fit a ConfigMap.
+fn log_report(candidates: &[serde_json::Value]) -> String {
+    let mut kept = Vec::new();
+    let mut size = 0;
+    for c in candidates {
+        size += c.to_string().len() + 1;
+        if size > LOG_REPORT_BUDGET {
+            break;
+        }
+        kept.push(c);
+    }
+    serde_json::json!({"candidates": kept, "truncated": kept.len() < candidates.len()}).to_string()
 }
 
 pub async fn run(args: RetentionArgs) -> Result<(), JobError> {
     let text = std::fs::read_to_string(&args.policy)
         .map_err(|e| JobError::Invalid(format!("cannot read {}: {e}", args.policy.display())))?;
-    let file: PolicyFile = serde_json::from_str(&text)
-        .map_err(|e| JobError::Invalid(format!("the policy is not valid: {e}")))?;
-    let policy = policy_of(&file)?;
-    let in_use: HashSet<String> = match &args.in_use {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| JobError::Invalid(format!("cannot read {}: {e}", path.display())))?
-            .lines()
-            .map(|l| l.trim().to_owned())
-            .filter(|l| !l.is_empty())
-            .collect(),
-        None => HashSet::new(),
+    let (file, policy) = parse_policy(&text, args.api)?;
+    let dry_run = args.dry_run.unwrap_or(file.safety.dry_run);
+    let in_use = match &args.in_use {
+        Some(path) => InUse::parse(
+            &std::fs::read_to_string(path)
+                .map_err(|e| JobError::Invalid(format!("cannot read {}: {e}", path.display())))?,
+        ),
+        None if file.protect.in_use_by_cluster == Some(true) => {
+            return Err(JobError::Invalid(
+                "the policy protects what the cluster runs (protect.inUseByCluster), but no --in-use list was given".into(),
+            ));
+        }
+        None => InUse::default(),
     };
     let registry = client(&args.registry, args.ca_file.as_deref())?;
-    let catalog = registry
-        .get_json("list repositories", "/v2/_catalog?n=100000")
-        .await?
-        .unwrap_or_default();
-    let repositories: Vec<String> = catalog["repositories"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|r| r.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
     let now = crate::registry::auth::now_unix();
     let mut decisions: Vec<(String, Decision)> = Vec::new();
-    for repo in repositories.into_iter().filter(|r| covered(&file, r)) {
-        let Some(listing) = registry
-            .get_json(
-                "list manifests",
-                &format!("/admin/v1/manifests?repository={}", encode(&repo)),
-            )
-            .await?
-        else {
+    for repo in covered_repositories(&registry, &file).await? {
+        let Some(manifests) = listing::manifests(&registry, args.api, &repo).await? else {
             continue;
         };
-        let manifests: Vec<Manifest> = serde_json::from_value(listing["manifests"].clone())
-            .map_err(|e| {
-                JobError::Invalid(format!("the listing of {repo} is not understood: {e}"))
-            })?;
-        let decision = evaluate(&manifests, &policy, &in_use, now)
+        let mut repo_policy = policy.clone();
+        repo_policy.protected_tags.extend(in_use.tags_of(&repo));
+        let decision = evaluate(&manifests, &repo_policy, &in_use.digests, now)
             .map_err(|e| JobError::Invalid(e.to_string()))?;
         decisions.push((repo, decision));
     }
     let to_delete: usize = decisions.iter().map(|(_, d)| d.deletions()).sum();
     let mut summary = serde_json::json!({
-        "dryRun": file.safety.dry_run,
+        "dryRun": dry_run,
         "repositories": decisions.len(),
         "tagsEvaluated": decisions.iter().map(|(_, d)| d.tags_evaluated).sum::<usize>(),
         "tagsToDelete": decisions.iter().map(|(_, d)| d.delete_tags.len()).sum::<usize>(),
@@ -218,52 +273,92 @@ pub async fn run(args: RetentionArgs) -> Result<(), JobError> {
         "tagsDeleted": 0,
         "manifestsDeleted": 0,
     });
+    let candidates: Vec<serde_json::Value> = decisions
+        .iter()
+        .filter(|(_, d)| d.deletions() > 0)
+        .map(|(repo, d)| serde_json::json!({"repository": repo, "tags": d.delete_tags, "manifests": d.delete_manifests}))
+        .collect();
     if let Some(report_path) = &args.report {
-        let candidates: Vec<serde_json::Value> = decisions
-            .iter()
-            .map(|(repo, d)| serde_json::json!({"repository": repo, "tags": d.delete_tags, "manifests": d.delete_manifests}))
-            .collect();
         std::fs::write(
             report_path,
             serde_json::to_vec_pretty(&candidates).unwrap_or_default(),
         )
         .map_err(|e| JobError::Invalid(format!("cannot write {}: {e}", report_path.display())))?;
     }
+    if args.report_to_log {
+        println!("{}", log_report(&candidates));
+    }
     if let Some(max) = file.safety.max_deletions_per_run
         && to_delete > max
     {
         summary["stalled"] = true.into();
-        summary["reason"] =
+        summary["message"] =
             format!("{to_delete} deletions exceed maxDeletionsPerRun ({max}); nothing was deleted")
                 .into();
         report(&summary, &args.termination_log);
         return Ok(());
     }
-    if !file.safety.dry_run {
-        let (mut tags, mut manifests) = (0, 0);
-        for (repo, d) in &decisions {
-            for tag in &d.delete_tags {
-                tags += registry
-                    .delete_path(
-                        "delete a tag",
-                        &format!("/v2/{repo}/manifests/{}", encode(tag)),
-                    )
-                    .await? as usize;
-            }
-            for digest in &d.delete_manifests {
-                manifests += registry
-                    .delete_path(
-                        "delete a manifest",
-                        &format!("/v2/{repo}/manifests/{digest}"),
-                    )
-                    .await? as usize;
-            }
+    if !dry_run {
+        let outcome = delete(&registry, &decisions).await;
+        summary["tagsDeleted"] = outcome.tags.into();
+        summary["manifestsDeleted"] = outcome.manifests.into();
+        if !outcome.errors.is_empty() {
+            summary["failed"] = outcome.errors.len().into();
+            summary["message"] = outcome
+                .errors
+                .iter()
+                .take(ERRORS_QUOTED)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+                .into();
         }
-        summary["tagsDeleted"] = tags.into();
-        summary["manifestsDeleted"] = manifests.into();
     }
     report(&summary, &args.termination_log);
     Ok(())
+}
+
+#[derive(Default)]
+struct Deleted {
+    tags: usize,
+    manifests: usize,
+    errors: Vec<String>,
+}
+
+/// Deletes tags first (so a manifest never loses a tag that should stay), then manifests; one
+/// refusal (a registry that cannot delete a tag alone, say) does not stop the rest.
+async fn delete(
+    registry: &crate::admin_client::AdminClient,
+    decisions: &[(String, Decision)],
+) -> Deleted {
+    let mut done = Deleted::default();
+    for (repo, d) in decisions {
+        for tag in &d.delete_tags {
+            match registry
+                .delete_path(
+                    "delete a tag",
+                    &format!("/v2/{repo}/manifests/{}", encode(tag)),
+                )
+                .await
+            {
+                Ok(existed) => done.tags += existed as usize,
+                Err(e) => done.errors.push(format!("{repo}:{tag}: {e}")),
+            }
+        }
+        for digest in &d.delete_manifests {
+            match registry
+                .delete_path(
+                    "delete a manifest",
+                    &format!("/v2/{repo}/manifests/{digest}"),
+                )
+                .await
+            {
+                Ok(existed) => done.manifests += existed as usize,
+                Err(e) => done.errors.push(format!("{repo}@{digest}: {e}")),
+            }
+        }
+    }
+    done
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //!
 //! - `registry/`: the Registry controller
 //! - `pullcredential/`: the ImagePullCredential controller and its Pod webhook
+//! - `retention/`: the RetentionPolicy controller
 //! - `apply.rs`: server-side apply that writes only on a difference
 //! - `conditions.rs`: kstatus conditions
 //! - `leader.rs`: Lease-based leader election
@@ -14,6 +15,7 @@ pub mod leader;
 pub mod metrics;
 pub mod pullcredential;
 pub mod registry;
+pub mod retention;
 
 use crate::crd::image_pull_credential::ImagePullCredential;
 use crate::crd::registry::Registry;
@@ -135,6 +137,10 @@ async fn check_crds(client: &Client) -> Result<(), OperatorError> {
             "ImagePullCredential",
             "imagepullcredentials.wharf.dev",
         ))?;
+    Api::<crate::crd::retention_policy::RetentionPolicy>::all(client.clone())
+        .list_metadata(&probe)
+        .await
+        .map_err(missing("RetentionPolicy", "retentionpolicies.wharf.dev"))?;
     Ok(())
 }
 
@@ -242,9 +248,16 @@ pub async fn run(args: OperatorArgs) -> Result<(), OperatorError> {
     ));
     let credentials = tokio::spawn(pullcredential::run(
         client.clone(),
-        recorder,
+        recorder.clone(),
         metrics.clone(),
         args.namespace.clone(),
+        stopped(shutdown_rx.clone()),
+    ));
+    let retention = tokio::spawn(retention::run(
+        client.clone(),
+        recorder,
+        metrics.clone(),
+        args.registry_image.clone(),
         stopped(shutdown_rx),
     ));
 
@@ -263,6 +276,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), OperatorError> {
     let _ = tokio::time::timeout(Duration::from_secs(20), async {
         let _ = registries.await;
         let _ = credentials.await;
+        let _ = retention.await;
     })
     .await;
     metrics.set_leader(false);

@@ -18,7 +18,9 @@
 
 use super::Registry;
 use super::api::Json;
+use super::auth::Scope;
 use super::auth::now_unix;
+use super::auth::permissions::Action;
 use super::auth::robots::{Robot, RobotError, RobotRequest, Robots};
 use super::gc::{GcError, GcOptions};
 use super::names::{RepoName, Tag};
@@ -305,13 +307,26 @@ async fn manifests<S: Store>(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, Response> {
-    admin_only(&registry, &headers).await?;
     let query = super::api::Query::parse(query.as_deref());
     let repo = query
         .first("repository")
         .ok_or_else(|| "repository= is required".to_owned())
         .and_then(|r| RepoName::parse(r).map_err(|e| e.to_string()))
         .map_err(invalid)?;
+    // Whoever may pull the repository may see its history, so a retention run needs only a
+    // robot with pull and delete on the repositories it covers; anonymous callers never do.
+    let identity = registry
+        .auth
+        .authorize(&headers, Scope::Repository(&repo, Action::Pull))
+        .await
+        .map_err(IntoResponse::into_response)?;
+    if identity.name.is_none() && !registry.auth.is_open() {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "the manifest listing needs credentials".into(),
+        ));
+    }
     let storage = |e: super::storage::StorageError| {
         error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string())
     };

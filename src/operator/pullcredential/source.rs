@@ -5,6 +5,7 @@
 
 use super::build::{DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, content_hash, docker_config};
 use super::names::{PULL_CREDENTIAL_LABEL, robot_name, robot_state_secret};
+use crate::admin_client::RobotPermissions;
 use crate::admin_client::{AdminClient, AdminClientError, IssuedRobot};
 use crate::crd::image_pull_credential::{ImagePullCredential, NamespacedName, RegistrySource};
 use crate::crd::registry::Registry;
@@ -265,7 +266,7 @@ pub fn repositories(source: &RegistrySource) -> Vec<String> {
 }
 
 /// The admin API client for a Registry: its admin Secret, and its CA when it serves TLS.
-async fn admin_client(
+pub async fn admin_client(
     client: &Client,
     registry: &Registry,
 ) -> Result<Result<AdminClient, SourceProblem>, SourceApiError> {
@@ -368,7 +369,7 @@ pub async fn mint(
     };
     let result = match (plan, state) {
         (RobotPlan::UpdatePermissions, Some(mut s)) => {
-            match robots.update(&name, &description, &repos).await {
+            match robots.update(&name, &description, &pull_only(&repos)).await {
                 Ok(()) => {
                     s.repositories = repos.join(",");
                     Ok(s)
@@ -397,6 +398,13 @@ pub async fn mint(
     Ok(result.map_err(unreachable))
 }
 
+fn pull_only(repositories: &[String]) -> RobotPermissions<'_> {
+    RobotPermissions {
+        repositories,
+        actions: &["pull"],
+    }
+}
+
 /// Creates the robot; if one exists already (its secret was lost), replaces its secret at once
 /// and sets its permissions.
 async fn create_or_replace(
@@ -406,9 +414,12 @@ async fn create_or_replace(
     repos: &[String],
     lifetime: Duration,
 ) -> Result<IssuedRobot, AdminClientError> {
-    match robots.create(name, description, repos, lifetime).await {
+    match robots
+        .create(name, description, &pull_only(repos), Some(lifetime))
+        .await
+    {
         Err(e) if e.status() == Some(409) => {
-            robots.update(name, description, repos).await?;
+            robots.update(name, description, &pull_only(repos)).await?;
             robots.rotate(name, lifetime, Duration::ZERO).await
         }
         other => other,

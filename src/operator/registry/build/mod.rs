@@ -5,7 +5,10 @@
 
 mod gc_job;
 
-pub use gc_job::{GC_COMPONENT, cron_job_name, gc_labels};
+pub use gc_job::{
+    GC_COMPONENT, cron_job_name, env, env_from_secret, gc_labels, gc_pod, job_pod, registry_ca,
+    registry_url,
+};
 
 use super::credentials::{AdminCredentials, PASSWORD_SHA256_ANNOTATION};
 use super::names::*;

@@ -1,0 +1,95 @@
+"""`wharf retention --api oci` against another registry: the reference CNCF Distribution
+registry (`docker-registry`, a Debian package `make deps` installs), which only lists tags. Tag-
+and version-based rules decide; a dry run deletes nothing; the real run deletes exactly the
+candidates by digest; a tag that shares its manifest with a kept tag is reported as a failure
+instead of taking the kept tag with it (Distribution cannot delete a tag alone)."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from support.oci import OCI_MANIFEST, Client
+from support.procs import free_port, wait_http
+
+REPO = "team/app"
+
+CONFIG = """version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage:
+  filesystem: {rootdirectory: %s}
+  delete: {enabled: true}
+  maintenance: {uploadpurging: {enabled: false}}
+http: {addr: "127.0.0.1:%d", secret: wharf-e2e}
+"""
+
+
+@pytest.fixture
+def distribution(tmp_path):
+    if shutil.which("docker-registry") is None:
+        pytest.fail("docker-registry is missing: run `make deps` (Debian package docker-registry)")
+    port = free_port()
+    (tmp_path / "config.yml").write_text(CONFIG % (tmp_path / "storage", port))
+    proc = subprocess.Popen(["docker-registry", "serve", str(tmp_path / "config.yml")],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "registry.log", "wb"))
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/", timeout=20)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def run_retention(wharf_bin, address, policy, tmp_path, dry_run=None):
+    (tmp_path / "policy.json").write_text(json.dumps(policy))
+    cmd = [wharf_bin, "retention", "--api", "oci", "--registry", f"http://{address}", "--policy",
+           str(tmp_path / "policy.json"), "--report-to-log", "--termination-log", str(tmp_path / "summary")]
+    if dry_run is not None:
+        cmd.append(f"--dry-run={str(dry_run).lower()}")
+    env = {**os.environ, "WHARF_USERNAME": "", "WHARF_PASSWORD": ""}
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.strip().splitlines()
+    report = json.loads(lines[0])
+    summary = json.loads((tmp_path / "summary").read_text())
+    assert summary == json.loads(lines[-1])
+    return summary, report
+
+
+def test_tag_rules_on_a_distribution_registry(wharf_bin, distribution, tmp_path):
+    c = Client(distribution)
+    digests, manifests = {}, {}
+    for tag in ["1.0.0", "1.1.0", "1.2.0", "2.0.0", "release-a", "pr-1", "pr-2", "pr-3"]:
+        manifests[tag], digests[tag] = c.push_image(REPO, tag, [os.urandom(64)])
+    # `stable` shares its manifest with pr-3, which the policy does not keep.
+    assert c.request("PUT", f"/v2/{REPO}/manifests/stable", manifests["pr-3"], {"Content-Type": OCI_MANIFEST})[0] == 201
+    policy = {
+        "repositories": ["team/**"],
+        "keep": [{"semver": ">=1.0.0", "newest": 2}, {"tags": ["release-*"]}],
+        "protect": {"tags": ["stable"]},
+    }
+    summary, report = run_retention(wharf_bin, distribution, policy, tmp_path)
+    expected = sorted(digests[t] for t in ["1.0.0", "1.1.0", "pr-1", "pr-2"])
+    assert summary["dryRun"] is True and summary["tagsEvaluated"] == 9, summary
+    assert summary["manifestsToDelete"] == 4 and summary["tagsToDelete"] == 1, summary
+    assert report == {"candidates": [{"repository": REPO, "tags": ["pr-3"], "manifests": expected}], "truncated": False}
+    for tag in ["1.0.0", "pr-1"]:
+        assert c.request("HEAD", f"/v2/{REPO}/manifests/{tag}", headers={"Accept": OCI_MANIFEST})[0] == 200, "a dry run deleted"
+
+    # Rules that need push or pull times are refused for such a registry, with the reason.
+    (tmp_path / "policy.json").write_text(json.dumps({"keep": [{"tags": ["**"], "pushedWithin": "7d"}]}))
+    p = subprocess.run([wharf_bin, "retention", "--api", "oci", "--registry", f"http://{distribution}", "--policy",
+                        str(tmp_path / "policy.json"), "--termination-log", str(tmp_path / "x")],
+                       capture_output=True, text=True, env={**os.environ, "WHARF_USERNAME": "", "WHARF_PASSWORD": ""}, timeout=60)
+    assert p.returncode != 0 and "does not say when tags were pushed" in p.stderr, p.stderr
+
+    real, _ = run_retention(wharf_bin, distribution, policy, tmp_path, dry_run=False)
+    assert real["dryRun"] is False and real["manifestsDeleted"] == 4, real
+    assert real["failed"] == 1 and "pr-3" in real["message"], real
+    for digest in expected:
+        assert c.request("HEAD", f"/v2/{REPO}/manifests/{digest}", headers={"Accept": OCI_MANIFEST})[0] == 404
+    for tag in ["1.2.0", "2.0.0", "release-a", "stable", "pr-3"]:
+        assert c.request("HEAD", f"/v2/{REPO}/manifests/{tag}", headers={"Accept": OCI_MANIFEST})[0] == 200, tag
+    c.close()
