@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from support.operator import (OPERATOR_NS, admin_credentials, condition, holder, kill_hard, leader, metrics,
-                              operator_pods, writes)
+from support.operator import (OPERATOR_NS, admin_credentials, condition, holder, install, kill_hard, leader, metrics,
+                              operator_pods, uninstall, writes)
 from support.oci import Client
 from support.procs import REPO, run
 
@@ -40,12 +40,9 @@ def test_the_operator_refuses_to_start_without_its_crds(cluster, crds_absent, wh
 def operator(cluster, wharf_image, crds_absent):
     """Installs the operator with `kubectl apply -k config/default`; removes it afterwards."""
     assert wharf_image == "wharf.local/wharf:dev", "config/default names the image `make image` builds"
-    cluster.kubectl("apply", "-k", os.path.join(REPO, "config", "default"))
-    cluster.kubectl("-n", OPERATOR_NS, "rollout", "status", "deploy/wharf-operator", "--timeout=180s", timeout=240)
-    cluster.wait_until("a leader", lambda: leader(cluster), timeout=60)
+    install(cluster)
     yield
-    cluster.kubectl("delete", "-k", os.path.join(REPO, "config", "default"), "--ignore-not-found", "--wait=true",
-                    "--timeout=120s", check=False, timeout=180)
+    uninstall(cluster)
 
 
 def settled_metrics(cluster, pod, quiet=12.0, timeout=90):

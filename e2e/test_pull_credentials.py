@@ -14,7 +14,8 @@ import uuid
 import pytest
 
 from support.oci import Client
-from support.operator import OPERATOR_NS, admin_credentials, condition, kill_hard, leader, operator_pods
+from support.operator import (OPERATOR_NS, admin_credentials, condition, install, kill_hard, leader, operator_pods,
+                              uninstall)
 from support.procs import REPO, run
 
 WEBHOOK_CONFIGURATION = "wharf-pull-credentials"
@@ -28,14 +29,9 @@ def suffix():
 @pytest.fixture(scope="module")
 def operator(cluster, wharf_image):
     assert wharf_image == "wharf.local/wharf:dev"
-    cluster.kubectl("apply", "-k", os.path.join(REPO, "config", "default"))
-    cluster.kubectl("-n", OPERATOR_NS, "rollout", "status", "deploy/wharf-operator", "--timeout=180s", timeout=240)
-    cluster.wait_until("a leader", lambda: leader(cluster), timeout=60)
+    install(cluster)
     yield
-    # Credentials first, while the operator still runs to take their finalizers off.
-    cluster.kubectl("delete", "imagepullcredentials", "--all", "--wait=true", "--timeout=120s", check=False, timeout=180)
-    cluster.kubectl("delete", "-k", os.path.join(REPO, "config", "default"), "--ignore-not-found", "--wait=true",
-                    "--timeout=120s", check=False, timeout=180)
+    uninstall(cluster, "imagepullcredentials")
 
 
 class Setup:

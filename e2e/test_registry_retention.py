@@ -8,26 +8,11 @@ import os
 import subprocess
 import time
 
-from support.oci import OCI_MANIFEST, Client, sha256
+from support.oci import OCI_MANIFEST, Client, push_signature, sha256
 from support.registry import Registry
 
 ADMIN, PASSWORD = "admin", "retention-admin-password"
 REPO = "ci/app"
-
-
-def push_signature(c, subject_digest, subject_bytes):
-    config = b"{}"
-    assert c.push_blob(REPO, config)[0] == 201
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.dev.cosign.simplesigning.v1+json",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(config), "size": len(config)}],
-        "subject": {"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": len(subject_bytes)},
-    }).encode()
-    digest = sha256(manifest)
-    status, _, body = c.request("PUT", f"/v2/{REPO}/manifests/{digest}", manifest, {"Content-Type": OCI_MANIFEST})
-    assert status == 201, body
-    return digest
 
 
 def run_retention(wharf_bin, registry, policy, tmp_path, in_use=()):
@@ -57,7 +42,7 @@ def test_retention_dry_run_real_run_and_safety_limit(wharf_bin, tmp_path):
         assert c.request("PUT", f"/v2/{REPO}/manifests/latest", manifests["v2.0.0"], {"Content-Type": OCI_MANIFEST})[0] == 201
         _, untagged = c.push_image(REPO, "temporary", [os.urandom(64)])
         assert c.request("DELETE", f"/v2/{REPO}/manifests/temporary")[0] == 202
-        signature = push_signature(c, digests["pr-1"], manifests["pr-1"])
+        signature = push_signature(c, REPO, digests["pr-1"], manifests["pr-1"])
 
         policy = {
             "repositories": ["ci/**"],

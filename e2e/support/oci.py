@@ -97,3 +97,19 @@ def storage_snapshot(root, parts=("blobs", "repositories")):
                 p = os.path.join(dirpath, f)
                 snapshot[os.path.relpath(p, root)] = os.path.getsize(p)
     return snapshot
+
+
+def push_signature(client, repo, subject_digest, subject_bytes):
+    """Pushes a cosign-style signature referrer of `subject_digest`; returns its digest."""
+    config = b"{}"
+    assert client.push_blob(repo, config)[0] == 201
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.dev.cosign.simplesigning.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(config), "size": len(config)}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": len(subject_bytes)},
+    }).encode()
+    digest = sha256(manifest)
+    status, _, body = client.request("PUT", f"/v2/{repo}/manifests/{digest}", manifest, {"Content-Type": OCI_MANIFEST})
+    assert status == 201, body
+    return digest

@@ -60,3 +60,20 @@ def kill_hard(cluster, pod):
         run(["ctr", "--address", sock, "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", container])
     else:
         cluster.kubectl("delete", "pod", pod, "-n", OPERATOR_NS, "--grace-period=0", "--force", "--wait=false")
+
+
+def install(cluster):
+    """`kubectl apply -k config/default`, then wait for the rollout and a leader."""
+    cluster.kubectl("apply", "-k", os.path.join(REPO, "config", "default"))
+    cluster.kubectl("-n", OPERATOR_NS, "rollout", "status", "deploy/wharf-operator", "--timeout=180s", timeout=240)
+    cluster.wait_until("a leader", lambda: leader(cluster), timeout=60)
+
+
+def uninstall(cluster, *kinds):
+    """Deletes every object of `kinds` first, while the operator still runs to take their
+    finalizers off, then the operator."""
+    for kind in kinds:
+        cluster.kubectl("delete", kind, "--all", "--all-namespaces", "--wait=true", "--timeout=120s", check=False,
+                        timeout=180)
+    cluster.kubectl("delete", "-k", os.path.join(REPO, "config", "default"), "--ignore-not-found", "--wait=true",
+                    "--timeout=120s", check=False, timeout=180)
