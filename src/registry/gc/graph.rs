@@ -1,18 +1,35 @@
 //! The reference graph garbage collection works on: per repository, every manifest revision with
-//! what it references, the tags, and the blob links. Loading reads storage; the rest is pure.
+//! what it references, the tags, and the blob links. Loading reads storage (in parallel); the
+//! rest is pure. Blobs are known by a 32-byte key rather than a `Digest`, so a graph of a
+//! hundred thousand blobs stays a few megabytes.
 
 use super::GcError;
-use crate::registry::digest::Digest;
+use crate::registry::digest::{Algorithm, Digest};
 use crate::registry::manifest;
 use crate::registry::storage::Store;
+use sha2::{Digest as _, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
+
+/// A blob's identity in sets and maps: the sha256 itself, or the sha256 of any other digest's
+/// text (a collision would need one of sha256's).
+pub type Key = [u8; 32];
+
+pub fn key(digest: &Digest) -> Key {
+    let mut out = [0u8; 32];
+    if digest.algorithm() == Algorithm::Sha256
+        && hex::decode_to_slice(digest.hex(), &mut out).is_ok()
+    {
+        return out;
+    }
+    Sha256::digest(digest.to_string().as_bytes()).into()
+}
 
 #[derive(Debug, Clone)]
 pub struct ManifestNode {
     pub pushed: SystemTime,
     /// Config, layers and child manifests.
-    pub references: Vec<Digest>,
+    pub references: Vec<Key>,
     pub children: Vec<Digest>,
     pub subject: Option<Digest>,
 }
@@ -22,7 +39,7 @@ pub struct RepoGraph {
     pub name: String,
     pub manifests: HashMap<Digest, ManifestNode>,
     pub tagged: Vec<Digest>,
-    pub layer_links: Vec<Digest>,
+    pub layer_links: Vec<Key>,
 }
 
 #[derive(Debug, Default)]
@@ -31,44 +48,26 @@ pub struct Graph {
 }
 
 impl Graph {
-    /// Reads every repository. A manifest that cannot be read stops the run: without knowing
-    /// what it references, nothing can be deleted safely.
-    pub fn load<S: Store>(store: &S, names: &[String]) -> Result<Graph, GcError> {
+    /// Reads every repository, on several threads. A manifest that cannot be read stops the
+    /// run: without knowing what it references, nothing can be deleted safely.
+    pub fn load<S: Store>(store: &S, names: &[String], threads: usize) -> Result<Graph, GcError> {
+        let chunk = names.len().div_ceil(threads.max(1)).max(1);
+        let parts: Vec<Result<Vec<RepoGraph>, GcError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = names
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || load_part(store, part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(GcError::Task("a loading thread panicked".into())))
+                })
+                .collect()
+        });
         let mut repositories = Vec::with_capacity(names.len());
-        for inventory in store.gc_repositories(names)? {
-            let mut manifests = HashMap::with_capacity(inventory.revisions.len());
-            for (digest, pushed, media_type) in inventory.revisions {
-                let unreadable = |reason: String| GcError::Unreadable {
-                    repository: inventory.name.clone(),
-                    digest: digest.to_string(),
-                    reason,
-                };
-                let Some(bytes) = store.gc_read(&digest) else {
-                    // A revision link whose content is gone references nothing that exists.
-                    continue;
-                };
-                let content_type = (!media_type.is_empty()).then_some(media_type.as_str());
-                let parsed =
-                    manifest::parse(&bytes, content_type).map_err(|e| unreadable(e.to_string()))?;
-                let mut references = parsed.blobs.clone();
-                references.extend(parsed.layers.iter().cloned());
-                references.extend(parsed.children.iter().cloned());
-                manifests.insert(
-                    digest,
-                    ManifestNode {
-                        pushed,
-                        references,
-                        children: parsed.children,
-                        subject: parsed.subject,
-                    },
-                );
-            }
-            repositories.push(RepoGraph {
-                name: inventory.name,
-                manifests,
-                tagged: inventory.tagged,
-                layer_links: inventory.layer_links,
-            });
+        for part in parts {
+            repositories.extend(part?);
         }
         Ok(Graph { repositories })
     }
@@ -77,28 +76,79 @@ impl Graph {
         self.repositories.iter().map(|r| r.manifests.len()).sum()
     }
 
-    /// Every digest a remaining manifest is or references.
-    pub fn referenced(&self) -> HashSet<&Digest> {
+    /// Every blob a remaining manifest is or references.
+    pub fn referenced(&self) -> HashSet<Key> {
         let mut out = HashSet::new();
         for repo in &self.repositories {
             for (digest, node) in &repo.manifests {
-                out.insert(digest);
-                out.extend(node.references.iter());
+                out.insert(key(digest));
+                out.extend(node.references.iter().copied());
             }
         }
         out
     }
 
-    /// For each blob, the repositories that link it.
-    pub fn links(&self) -> HashMap<Digest, Vec<String>> {
-        let mut out: HashMap<Digest, Vec<String>> = HashMap::new();
-        for repo in &self.repositories {
-            for d in &repo.layer_links {
-                out.entry(d.clone()).or_default().push(repo.name.clone());
+    /// For each of `blobs`, the repositories that link it (indexes into `repositories`).
+    pub fn links_of(&self, blobs: &HashSet<Key>) -> HashMap<Key, Vec<usize>> {
+        let mut out: HashMap<Key, Vec<usize>> = HashMap::new();
+        for (index, repo) in self.repositories.iter().enumerate() {
+            for k in repo.layer_links.iter().filter(|k| blobs.contains(*k)) {
+                out.entry(*k).or_default().push(index);
             }
         }
         out
     }
+}
+
+fn load_part<S: Store>(store: &S, names: &[String]) -> Result<Vec<RepoGraph>, GcError> {
+    let mut repositories = Vec::with_capacity(names.len());
+    for inventory in store.gc_repositories(names, false)? {
+        let mut manifests = HashMap::with_capacity(inventory.revisions.len());
+        for (digest, pushed, _) in inventory.revisions {
+            let Some(bytes) = store.gc_read(&digest) else {
+                // A revision link whose content is gone references nothing that exists.
+                continue;
+            };
+            // What a manifest references does not depend on its media type; only a manifest
+            // that does not say what it is needs the type it was pushed with.
+            let parsed = match manifest::parse(&bytes, None) {
+                Ok(p) => p,
+                Err(_) => {
+                    let media_type = store.gc_media_type(&inventory.name, &digest);
+                    manifest::parse(&bytes, media_type.as_deref()).map_err(|e| {
+                        GcError::Unreadable {
+                            repository: inventory.name.clone(),
+                            digest: digest.to_string(),
+                            reason: e.to_string(),
+                        }
+                    })?
+                }
+            };
+            let references = parsed
+                .blobs
+                .iter()
+                .chain(parsed.layers.iter())
+                .chain(parsed.children.iter())
+                .map(key)
+                .collect();
+            manifests.insert(
+                digest,
+                ManifestNode {
+                    pushed,
+                    references,
+                    children: parsed.children,
+                    subject: parsed.subject,
+                },
+            );
+        }
+        repositories.push(RepoGraph {
+            name: inventory.name,
+            manifests,
+            tagged: inventory.tagged,
+            layer_links: inventory.layer_links.iter().map(key).collect(),
+        });
+    }
+    Ok(repositories)
 }
 
 /// Manifests of `repo` that no tag reaches (directly, as an index child, or as a referrer of a

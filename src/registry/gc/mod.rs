@@ -21,6 +21,7 @@ mod graph;
 use super::digest::Digest;
 use super::names::RepoName;
 use super::storage::Store;
+use super::storage::fs_gc::BlobEntry;
 use graph::{Graph, untagged};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -41,7 +42,44 @@ struct Protection {
     in_flight: u32,
 }
 
-type Protections = Arc<Mutex<HashMap<Digest, Protection>>>;
+/// Announcements, sharded by digest so that deletions on several threads and pushes rarely
+/// wait for each other: the guarantee is per digest, so one shard's lock is all a check needs.
+#[derive(Default)]
+struct Shards {
+    shards: [Mutex<HashMap<Digest, Protection>>; SHARDS],
+}
+
+const SHARDS: usize = 16;
+
+impl Shards {
+    fn of(&self, digest: &Digest) -> std::sync::MutexGuard<'_, HashMap<Digest, Protection>> {
+        let first = digest.hex().as_bytes().first().copied().unwrap_or(0);
+        self.shards[first as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a push in flight references `digest`, or one touched it since `since`.
+    fn protects(&self, digest: &Digest, since: Instant) -> bool {
+        Self::protects_in(&self.of(digest), digest, since)
+    }
+
+    fn protects_in(map: &HashMap<Digest, Protection>, digest: &Digest, since: Instant) -> bool {
+        map.get(digest)
+            .is_some_and(|p| p.in_flight > 0 || p.last >= since)
+    }
+
+    fn forget_stale(&self) {
+        for shard in &self.shards {
+            shard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|_, p| p.in_flight > 0 || p.last.elapsed() < PROTECTION_TTL);
+        }
+    }
+}
+
+type Protections = Arc<Shards>;
 
 /// Held by a manifest push from before it checks its references until it is stored.
 pub struct PushGuard {
@@ -52,9 +90,8 @@ pub struct PushGuard {
 impl Drop for PushGuard {
     fn drop(&mut self) {
         let now = Instant::now();
-        let mut map = self.protections.lock().unwrap_or_else(|e| e.into_inner());
         for d in &self.digests {
-            if let Some(p) = map.get_mut(d) {
+            if let Some(p) = self.protections.of(d).get_mut(d) {
                 p.in_flight = p.in_flight.saturating_sub(1);
                 p.last = now;
             }
@@ -139,10 +176,10 @@ impl Collector {
     /// A manifest push is about to check and then reference these digests.
     pub fn begin_push<'a>(&self, digests: impl IntoIterator<Item = &'a Digest>) -> PushGuard {
         let now = Instant::now();
-        let mut map = self.protected.lock().unwrap_or_else(|e| e.into_inner());
         let digests: Vec<Digest> = digests.into_iter().cloned().collect();
         for d in &digests {
-            let p = map.entry(d.clone()).or_insert(Protection {
+            let mut shard = self.protected.of(d);
+            let p = shard.entry(d.clone()).or_insert(Protection {
                 last: now,
                 in_flight: 0,
             });
@@ -158,9 +195,10 @@ impl Collector {
     /// A client just used these digests (mounted, uploaded, checked with HEAD).
     pub fn touch<'a>(&self, digests: impl IntoIterator<Item = &'a Digest>) {
         let now = Instant::now();
-        let mut map = self.protected.lock().unwrap_or_else(|e| e.into_inner());
         for d in digests {
-            map.entry(d.clone())
+            self.protected
+                .of(d)
+                .entry(d.clone())
                 .and_modify(|p| p.last = now)
                 .or_insert(Protection {
                     last: now,
@@ -188,10 +226,7 @@ impl Collector {
         let _running = RunningGuard(&self.running);
         self.progress_manifests.store(0, Ordering::Relaxed);
         self.progress_swept.store(0, Ordering::Relaxed);
-        self.protected
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, p| p.in_flight > 0 || p.last.elapsed() < PROTECTION_TTL);
+        self.protected.forget_stale();
         let started = Instant::now();
         let started_at = SystemTime::now();
         let mut report = GcReport {
@@ -202,10 +237,12 @@ impl Collector {
 
         let names = store.list_repositories().await?;
         let inventory_store = store.clone();
-        let mut graph =
-            tokio::task::spawn_blocking(move || Graph::load(inventory_store.as_ref(), &names))
-                .await
-                .map_err(|e| GcError::Task(e.to_string()))??;
+        let threads = super::storage::fs_gc::gc_threads();
+        let mut graph = tokio::task::spawn_blocking(move || {
+            Graph::load(inventory_store.as_ref(), &names, threads)
+        })
+        .await
+        .map_err(|e| GcError::Task(e.to_string()))??;
         report.repositories = graph.repositories.len() as u64;
         report.manifests = graph.manifest_count() as u64;
         self.progress_manifests
@@ -225,6 +262,7 @@ impl Collector {
         }
 
         let sweeper = Sweeper {
+            threads,
             protected: self.protected.clone(),
             started,
             progress: self.progress_swept.clone(),
@@ -277,19 +315,11 @@ impl Collector {
         let mut deleted = 0;
         for repo in &mut graph.repositories {
             let doomed = untagged(repo, after, started_at);
-            let protections = self
-                .protected
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
             let Ok(name) = RepoName::parse(&repo.name) else {
                 continue;
             };
             for digest in doomed {
-                if protections
-                    .get(&digest)
-                    .is_some_and(|p| p.in_flight > 0 || p.last >= started)
-                {
+                if self.protected.protects(&digest, started) {
                     continue;
                 }
                 if !dry_run {
@@ -366,6 +396,7 @@ impl Collector {
 
 /// What the blocking sweep needs from the collector.
 struct Sweeper {
+    threads: usize,
     protected: Protections,
     started: Instant,
     progress: Arc<AtomicU64>,
@@ -376,52 +407,81 @@ struct Sweeper {
 
 impl Sweeper {
     fn sweep<S: Store>(&self, store: &S, graph: &Graph) -> Result<SweepCounts, GcError> {
-        let referenced: HashSet<&Digest> = graph.referenced();
-        let blobs = store.gc_blobs()?;
+        let referenced = graph.referenced();
+        let (total, unreferenced) =
+            store.gc_unreferenced_blobs(&|d| referenced.contains(&graph::key(d)))?;
+        drop(referenced);
         let mut counts = SweepCounts {
-            blobs: blobs.len() as u64,
-            referenced: blobs
-                .iter()
-                .filter(|b| referenced.contains(&b.digest))
-                .count() as u64,
+            blobs: total,
+            referenced: total - unreferenced.len() as u64,
             ..SweepCounts::default()
         };
-        let links = graph.links();
+        let (old, recent): (Vec<BlobEntry>, Vec<BlobEntry>) =
+            unreferenced.into_iter().partition(|blob| {
+                self.started_at
+                    .duration_since(blob.modified)
+                    .unwrap_or_default()
+                    >= self.grace
+            });
+        counts.recent = recent.len() as u64;
+        let doomed: HashSet<graph::Key> = old.iter().map(|b| graph::key(&b.digest)).collect();
+        let links = graph.links_of(&doomed);
+        let chunk = old.len().div_ceil(self.threads.max(1)).max(1);
+        let parts: Vec<Result<SweepCounts, GcError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = old
+                .chunks(chunk)
+                .map(|part| scope.spawn(|| self.delete(store, graph, &links, part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(GcError::Task("a sweeping thread panicked".into())))
+                })
+                .collect()
+        });
+        for part in parts {
+            let part = part?;
+            counts.deleted += part.deleted;
+            counts.freed += part.freed;
+            counts.protected += part.protected;
+        }
+        Ok(counts)
+    }
+
+    fn delete<S: Store>(
+        &self,
+        store: &S,
+        graph: &Graph,
+        links: &HashMap<graph::Key, Vec<usize>>,
+        blobs: &[BlobEntry],
+    ) -> Result<SweepCounts, GcError> {
+        let mut counts = SweepCounts::default();
         for blob in blobs {
-            if referenced.contains(&blob.digest) {
-                continue;
-            }
-            let age = self
-                .started_at
-                .duration_since(blob.modified)
-                .unwrap_or_default();
-            if age < self.grace {
-                counts.recent += 1;
-                continue;
-            }
-            // The check and the delete under the lock `protect` takes: see the module docs.
-            let protected = self.protected.lock().unwrap_or_else(|e| e.into_inner());
-            if protected
-                .get(&blob.digest)
-                .is_some_and(|p| p.in_flight > 0 || p.last >= self.started)
-            {
+            // The check and the delete under the lock `begin_push` takes: see the module docs.
+            let shard = self.protected.of(&blob.digest);
+            if Shards::protects_in(&shard, &blob.digest, self.started) {
                 counts.protected += 1;
                 continue;
             }
-            let freed = match self.dry_run {
-                true => blob.size,
-                false => store.gc_remove_blob(
-                    &blob.digest,
-                    links
-                        .get(&blob.digest)
-                        .map(Vec::as_slice)
-                        .unwrap_or_default(),
-                )?,
+            let existed = match self.dry_run {
+                true => true,
+                false => {
+                    let linked_in: Vec<&str> = links
+                        .get(&graph::key(&blob.digest))
+                        .into_iter()
+                        .flatten()
+                        .map(|i| graph.repositories[*i].name.as_str())
+                        .collect();
+                    store.gc_remove_blob(&blob.digest, &linked_in)?
+                }
             };
-            drop(protected);
-            counts.deleted += 1;
-            counts.freed += freed;
-            self.progress.fetch_add(1, Ordering::Relaxed);
+            drop(shard);
+            if existed {
+                counts.deleted += 1;
+                counts.freed += blob.size;
+                self.progress.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(counts)
     }

@@ -177,7 +177,7 @@ fn untagged_follows_index_children_and_referrers() {
     let long_ago = SystemTime::UNIX_EPOCH;
     let node = |children: Vec<Digest>, subject: Option<Digest>| ManifestNode {
         pushed: long_ago,
-        references: children.clone(),
+        references: children.iter().map(super::graph::key).collect(),
         children,
         subject,
     };
@@ -205,4 +205,14 @@ fn untagged_follows_index_children_and_referrers() {
     assert_eq!(doomed, want);
     // Not old enough: nothing.
     assert!(untagged(&repo, Duration::from_secs(u64::MAX / 4), now).is_empty());
+}
+
+#[test]
+fn blob_keys_are_the_sha256_itself_and_distinct_for_other_algorithms() {
+    let a = Digest::of(Algorithm::Sha256, b"a");
+    let b = Digest::of(Algorithm::Sha512, b"a");
+    let raw: [u8; 32] = hex::decode(a.hex()).unwrap().try_into().unwrap();
+    assert_eq!(super::graph::key(&a), raw);
+    assert_ne!(super::graph::key(&b), super::graph::key(&a));
+    assert_eq!(super::graph::key(&b), super::graph::key(&b.clone()));
 }

@@ -740,19 +740,30 @@ impl Store for FsStore {
         Ok(())
     }
 
-    fn gc_repositories(&self, names: &[String]) -> StorageResult<Vec<super::fs_gc::RepoInventory>> {
-        self.inventory_repositories(names)
+    fn gc_repositories(
+        &self,
+        names: &[String],
+        media_types: bool,
+    ) -> StorageResult<Vec<super::fs_gc::RepoInventory>> {
+        self.inventory_repositories(names, media_types)
     }
 
-    fn gc_blobs(&self) -> StorageResult<Vec<super::fs_gc::BlobEntry>> {
-        self.inventory_blobs()
+    fn gc_media_type(&self, repository: &str, digest: &Digest) -> Option<String> {
+        self.revision_media_type(repository, digest)
+    }
+
+    fn gc_unreferenced_blobs(
+        &self,
+        referenced: &(dyn Fn(&Digest) -> bool + Sync),
+    ) -> StorageResult<(u64, Vec<super::fs_gc::BlobEntry>)> {
+        self.unreferenced_blobs(referenced, super::fs_gc::gc_threads())
     }
 
     fn gc_read(&self, digest: &Digest) -> Option<Vec<u8>> {
         self.read_manifest_blob(digest)
     }
 
-    fn gc_remove_blob(&self, digest: &Digest, linked_in: &[String]) -> StorageResult<u64> {
+    fn gc_remove_blob(&self, digest: &Digest, linked_in: &[&str]) -> StorageResult<bool> {
         self.remove_blob_and_links(digest, linked_in)
     }
 

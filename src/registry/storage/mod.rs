@@ -173,14 +173,25 @@ pub trait Store: Documents + Send + Sync + 'static {
         subject: &Digest,
         referrer: &Digest,
     ) -> impl Future<Output = StorageResult<()>> + Send;
-    /// Garbage collection's inventory of these repositories (blocking: call it off the runtime).
-    fn gc_repositories(&self, names: &[String]) -> StorageResult<Vec<fs_gc::RepoInventory>>;
-    /// Every blob with its size and age (blocking).
-    fn gc_blobs(&self) -> StorageResult<Vec<fs_gc::BlobEntry>>;
+    /// Garbage collection's inventory of these repositories (blocking: call it off the
+    /// runtime); `media_types`: also read what each manifest was pushed as.
+    fn gc_repositories(
+        &self,
+        names: &[String],
+        media_types: bool,
+    ) -> StorageResult<Vec<fs_gc::RepoInventory>>;
+    /// The media type a manifest of `repository` was pushed with (blocking).
+    fn gc_media_type(&self, repository: &str, digest: &Digest) -> Option<String>;
+    /// Counts every blob and returns size and age of those `referenced` rejects (blocking,
+    /// parallel).
+    fn gc_unreferenced_blobs(
+        &self,
+        referenced: &(dyn Fn(&Digest) -> bool + Sync),
+    ) -> StorageResult<(u64, Vec<fs_gc::BlobEntry>)>;
     /// A manifest's bytes (blocking).
     fn gc_read(&self, digest: &Digest) -> Option<Vec<u8>>;
-    /// Removes a blob and its links from `linked_in`; returns the bytes freed (blocking).
-    fn gc_remove_blob(&self, digest: &Digest, linked_in: &[String]) -> StorageResult<u64>;
+    /// Removes a blob and its links from `linked_in`; returns whether it existed (blocking).
+    fn gc_remove_blob(&self, digest: &Digest, linked_in: &[&str]) -> StorageResult<bool>;
     /// Descriptors (JSON) of the manifests whose subject is `subject`.
     fn list_referrers(
         &self,
