@@ -42,7 +42,7 @@ def operator(cluster, wharf_image, crds_absent):
     assert wharf_image == "wharf.local/wharf:dev", "config/default names the image `make image` builds"
     install(cluster)
     yield
-    uninstall(cluster)
+    uninstall(cluster, "retentionpolicies", "imagepullcredentials")
 
 
 def settled_metrics(cluster, pod, quiet=12.0, timeout=90):
@@ -271,8 +271,12 @@ def test_server_side_apply_of_the_samples_is_stable_for_gitops(cluster, operator
     assert again["generation"] == version["generation"], "a second apply must not change the spec"
     diff = cluster.kubectl("diff", "--server-side", "-n", namespace, "-k", samples, check=False)
     assert diff.returncode == 0 and diff.stdout == "", diff.stdout + diff.stderr
-    # The sample ImagePullCredential is cluster-scoped: it does not go with the namespace.
+    policy = cluster.get("retentionpolicy", "ci-cleanup", namespace)
+    assert policy["metadata"]["generation"] == 1, "a second apply must not change the policy"
+    # The sample ImagePullCredential is cluster-scoped: it does not go with the namespace. The
+    # sample policy goes now, while the operator is there to revoke its robot.
     cluster.kubectl("delete", "imagepullcredential", "team-a", "--wait=true", "--timeout=60s", check=False)
+    cluster.kubectl("delete", "retentionpolicy", "ci-cleanup", "-n", namespace, "--wait=true", "--timeout=60s")
 
 
 def test_deleting_a_registry_removes_what_it_created_and_honours_the_volume_policy(cluster, operator, namespace):

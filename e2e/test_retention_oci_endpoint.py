@@ -93,3 +93,41 @@ def test_tag_rules_on_a_distribution_registry(wharf_bin, distribution, tmp_path)
     for tag in ["1.2.0", "2.0.0", "release-a", "stable", "pr-3"]:
         assert c.request("HEAD", f"/v2/{REPO}/manifests/{tag}", headers={"Accept": OCI_MANIFEST})[0] == 200, tag
     c.close()
+
+
+def test_a_registry_that_only_takes_tokens(wharf_bin, tmp_path):
+    """Registries such as Docker Hub and Harbor refuse basic credentials on the API and send a
+    Bearer challenge: the job fetches a token per scope from the realm and carries on."""
+    from support.registry import Registry
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"auth": {"token": {"enabled": True, "requireToken": True, "service": "e2e"}}}))
+    registry = Registry(wharf_bin, users={"admin": "token-only-password"}, args=["--config", str(config)]).start()
+    try:
+        c = Client(registry.address, "admin", "token-only-password")
+        status, headers, _ = c.request("GET", "/v2/")
+        assert status == 401 and headers["www-authenticate"].startswith("Bearer realm="), headers
+        status, _, body = c.request("GET", f"/auth/token?service=e2e&scope=repository:{REPO}:pull,push")
+        bearer = Client(registry.address)
+        bearer.auth = "Bearer " + json.loads(body)["token"]
+        digests = {tag: bearer.push_image(REPO, tag, [os.urandom(64)])[1] for tag in ["1.0.0", "2.0.0", "pr-1"]}
+        policy = {"repositories": [REPO], "keep": [{"semver": ">=1"}]}
+        (tmp_path / "policy.json").write_text(json.dumps(policy))
+        env = {**os.environ, "WHARF_USERNAME": "admin", "WHARF_PASSWORD": "token-only-password"}
+        p = subprocess.run([wharf_bin, "retention", "--api", "oci", "--registry", f"http://{registry.address}",
+                            "--policy", str(tmp_path / "policy.json"), "--dry-run=false",
+                            "--termination-log", str(tmp_path / "summary")],
+                           capture_output=True, text=True, env=env, timeout=120)
+        assert p.returncode == 0, p.stderr
+        summary = json.loads((tmp_path / "summary").read_text())
+        assert summary["manifestsDeleted"] == 1 and "failed" not in summary, summary
+        accept = {"Accept": OCI_MANIFEST}
+        status, _, body = c.request("GET", f"/auth/token?service=e2e&scope=repository:{REPO}:pull")
+        reader = Client(registry.address)
+        reader.auth = "Bearer " + json.loads(body)["token"]
+        assert reader.request("HEAD", f"/v2/{REPO}/manifests/{digests['pr-1']}", headers=accept)[0] == 404
+        for tag in ["1.0.0", "2.0.0"]:
+            assert reader.request("HEAD", f"/v2/{REPO}/manifests/{tag}", headers=accept)[0] == 200, tag
+        for client in (c, bearer, reader):
+            client.close()
+    finally:
+        registry.cleanup()

@@ -1,7 +1,9 @@
 //! A small client for the registry's admin API (`src/registry/admin.rs`): the operator creates,
 //! rotates, updates and revokes the robot accounts behind registry-sourced credentials, and
-//! `wharf gc` starts garbage collection. One connection per call (calls are rare); HTTPS trusts
-//! only the CA given.
+//! `wharf gc` starts garbage collection, and `wharf retention` lists and deletes, also on other
+//! registries. One connection per call (calls are rare); HTTPS trusts only the CA given. A
+//! registry that answers with a Docker token challenge gets the token flow: a token for the
+//! challenged scope from its realm, with the basic credentials, cached per scope.
 
 use base64::Engine;
 use bytes::Bytes;
@@ -62,6 +64,8 @@ pub struct AdminClient {
     tls: Option<Arc<rustls::ClientConfig>>,
     /// `None` for anonymous access (an endpoint without credentials).
     authorization: Option<String>,
+    /// Bearer tokens by scope, for registries that challenge for them.
+    tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl AdminClient {
@@ -106,6 +110,7 @@ impl AdminClient {
             port,
             tls,
             authorization,
+            tokens: Default::default(),
         })
     }
 
@@ -258,12 +263,130 @@ impl AdminClient {
         Ok((status, bytes))
     }
 
+    /// One request, answering a Bearer challenge once: with a cached token for the challenged
+    /// scope, or a new one from the realm.
     async fn exchange(
         &self,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
         accept: Option<&str>,
+    ) -> Result<(StatusCode, axum::http::HeaderMap, Bytes), AdminClientError> {
+        let cached = self.cached_token(path);
+        let first = self
+            .exchange_with(
+                method.clone(),
+                path,
+                body.clone(),
+                accept,
+                cached.as_deref().or(self.authorization.as_deref()),
+            )
+            .await?;
+        if first.0 != StatusCode::UNAUTHORIZED {
+            return Ok(first);
+        }
+        let Some(challenge) = first
+            .1
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .and_then(BearerChallenge::parse)
+        else {
+            return Ok(first);
+        };
+        let token = self.fetch_token(&challenge).await?;
+        let bearer = format!("Bearer {token}");
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(challenge.scope.clone(), bearer.clone());
+        self.exchange_with(method, path, body, accept, Some(&bearer))
+            .await
+    }
+
+    /// A token cached for the repository `path` names (`/v2/<name>/…`).
+    fn cached_token(&self, path: &str) -> Option<String> {
+        let rest = path.strip_prefix("/v2/")?;
+        let end = ["/manifests/", "/tags/", "/blobs/", "/referrers/"]
+            .iter()
+            .filter_map(|m| rest.find(m))
+            .min()?;
+        let prefix = format!("repository:{}:", &rest[..end]);
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens
+            .iter()
+            .find(|(scope, _)| scope.starts_with(&prefix))
+            .map(|(_, t)| t.clone())
+    }
+
+    async fn fetch_token(&self, challenge: &BearerChallenge) -> Result<String, AdminClientError> {
+        const WHAT: &str = "get a registry token";
+        let bad_realm = || AdminClientError::Connect {
+            endpoint: challenge.realm.clone(),
+            message: "the token realm is not an http(s) URL this client can reach".into(),
+        };
+        let (tls, rest) = match challenge.realm.split_once("://") {
+            Some(("https", rest)) => (true, rest),
+            Some(("http", rest)) => (false, rest),
+            _ => return Err(bad_realm()),
+        };
+        let (authority, realm_path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| bad_realm())?),
+            None => (authority, if tls { 443 } else { 80 }),
+        };
+        if tls != self.tls.is_some() {
+            return Err(bad_realm());
+        }
+        let realm = AdminClient {
+            host: host.to_owned(),
+            port,
+            tls: self.tls.clone(),
+            authorization: self.authorization.clone(),
+            tokens: Default::default(),
+        };
+        let separator = if realm_path.contains('?') { '&' } else { '?' };
+        let query = format!(
+            "{realm_path}{separator}service={}&scope={}",
+            query_encode(&challenge.service),
+            query_encode(&challenge.scope)
+        );
+        let (status, _, bytes) = tokio::time::timeout(
+            TIMEOUT,
+            realm.exchange_with(
+                Method::GET,
+                &query,
+                None,
+                None,
+                realm.authorization.as_deref(),
+            ),
+        )
+        .await
+        .map_err(|_| AdminClientError::Connect {
+            endpoint: challenge.realm.clone(),
+            message: format!("no answer to {WHAT} within {}s", TIMEOUT.as_secs()),
+        })??;
+        if status != StatusCode::OK {
+            return Err(Self::fail(WHAT, status, &bytes));
+        }
+        let body: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|_| AdminClientError::Decode(WHAT))?;
+        body["token"]
+            .as_str()
+            .or(body["access_token"].as_str())
+            .map(str::to_owned)
+            .ok_or(AdminClientError::Decode(WHAT))
+    }
+
+    async fn exchange_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        accept: Option<&str>,
+        authorization: Option<&str>,
     ) -> Result<(StatusCode, axum::http::HeaderMap, Bytes), AdminClientError> {
         let connect_error = |message: String| AdminClientError::Connect {
             endpoint: self.endpoint(),
@@ -278,7 +401,7 @@ impl AdminClient {
             .uri(path)
             .header("host", self.endpoint())
             .header("content-type", "application/json");
-        if let Some(authorization) = &self.authorization {
+        if let Some(authorization) = authorization {
             request = request.header("authorization", authorization);
         }
         if let Some(accept) = accept {
@@ -337,6 +460,61 @@ impl AdminClient {
     fn issued(what: &'static str, body: &[u8]) -> Result<IssuedRobot, AdminClientError> {
         serde_json::from_slice(body).map_err(|_| AdminClientError::Decode(what))
     }
+}
+
+/// `Bearer realm="…",service="…",scope="…"`.
+#[derive(Debug, PartialEq, Eq)]
+struct BearerChallenge {
+    realm: String,
+    service: String,
+    scope: String,
+}
+
+impl BearerChallenge {
+    fn parse(header: &str) -> Option<BearerChallenge> {
+        let params = header.strip_prefix("Bearer ")?;
+        let mut out = BearerChallenge {
+            realm: String::new(),
+            service: String::new(),
+            scope: String::new(),
+        };
+        // Values are quoted and may contain commas (`scope="repository:a:pull,push"`).
+        let mut rest = params.trim();
+        while let Some((key, after)) = rest.split_once('=') {
+            let key = key.trim().trim_start_matches(',').trim();
+            let after = after.trim_start();
+            let (value, remaining) = match after.strip_prefix('"') {
+                Some(quoted) => {
+                    let end = quoted.find('"')?;
+                    (&quoted[..end], &quoted[end + 1..])
+                }
+                None => match after.find(',') {
+                    Some(i) => (&after[..i], &after[i..]),
+                    None => (after, ""),
+                },
+            };
+            match key {
+                "realm" => out.realm = value.to_owned(),
+                "service" => out.service = value.to_owned(),
+                "scope" => out.scope = value.to_owned(),
+                _ => {}
+            }
+            rest = remaining.trim_start_matches(',').trim();
+        }
+        (!out.realm.is_empty()).then_some(out)
+    }
+}
+
+fn query_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The path of `<…>; rel="next"` in a `Link` header.
@@ -464,5 +642,21 @@ mod tests {
         );
         assert_eq!(super::next_link(r#"</x>; rel="prev""#), None);
         assert_eq!(super::next_link(""), None);
+    }
+
+    #[test]
+    fn bearer_challenges() {
+        let c = super::BearerChallenge::parse(
+            r#"Bearer realm="https://auth.example.org/token",service="registry.example.org",scope="repository:team/app:pull,delete",error="insufficient_scope""#,
+        )
+        .unwrap();
+        assert_eq!(c.realm, "https://auth.example.org/token");
+        assert_eq!(c.service, "registry.example.org");
+        assert_eq!(c.scope, "repository:team/app:pull,delete");
+        assert_eq!(super::BearerChallenge::parse(r#"Basic realm="x""#), None);
+        assert_eq!(
+            super::query_encode("repository:a/b:pull,push"),
+            "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
     }
 }

@@ -133,6 +133,8 @@ struct FileToken {
     #[serde(default, with = "duration::serde_opt")]
     refresh_lifetime: Option<Duration>,
     key_file: Option<PathBuf>,
+    /// Registry API calls must carry a token; basic credentials only get one at the realm.
+    require_token: Option<bool>,
 }
 
 /// `htpasswd: /etc/a` or `htpasswd: [/etc/a, /etc/b]`.
@@ -249,6 +251,7 @@ impl Config {
                     .refresh_lifetime
                     .unwrap_or(Duration::from_secs(24 * 3600)),
                 key_file: file_token.key_file,
+                require_token: file_token.require_token.unwrap_or(false),
             }),
         };
         let log_format = args

@@ -57,6 +57,9 @@ pub struct TokenSettings {
     pub refresh_lifetime: Duration,
     /// HMAC secret; absent: generated once and kept in storage for every replica.
     pub key_file: Option<PathBuf>,
+    /// Refuse basic credentials on the registry API (as Docker Hub and Harbor do): clients get
+    /// the Bearer challenge and must fetch a token. The admin API and the realm still take them.
+    pub require_token: bool,
 }
 
 /// Per-user access rules from the config file.
@@ -328,6 +331,14 @@ impl Auth {
                     name: Some(claims.sub.clone()),
                     proof: Proof::Token(Box::new(claims)),
                 })
+            }
+            Presented::Basic(..)
+                if self
+                    .tokens
+                    .as_ref()
+                    .is_some_and(|t| t.settings.require_token) =>
+            {
+                Err(self.challenge(headers, scope, None))
             }
             Presented::Basic(user, secret) => {
                 let Some(account) = self.login(&user, &secret).await? else {

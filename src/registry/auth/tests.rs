@@ -58,6 +58,7 @@ async fn setup(token: bool, anonymous_pull: bool) -> (tempfile::TempDir, Auth) {
                 lifetime: Duration::from_secs(300),
                 refresh_lifetime: Duration::from_secs(3600),
                 key_file: None,
+                require_token: false,
             }),
             tls: false,
         },
