@@ -93,20 +93,26 @@ fn terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
         .as_ref()
 }
 
-/// The newest pod of a Job that ran to the end, with its summary.
-async fn summary_of(
-    pods: &Api<Pod>,
-    job: &str,
-) -> Result<Option<(Pod, serde_json::Value)>, kube::Error> {
+/// What the newest pod of a Job that ran to the end said: its summary when it wrote one, or
+/// the tail of its log (a failed run's error, through `FallbackToLogsOnError`).
+struct Said {
+    pod: Pod,
+    summary: Option<serde_json::Value>,
+    text: String,
+}
+
+async fn said_by(pods: &Api<Pod>, job: &str) -> Result<Option<Said>, kube::Error> {
     let mut listed = pods
         .list(&ListParams::default().labels(&format!("job-name={job}")))
         .await?
         .items;
     listed.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
-    Ok(listed.into_iter().rev().find_map(|p| {
-        let message = terminated(&p)?.message.clone()?;
-        let summary = serde_json::from_str::<serde_json::Value>(message.trim()).ok()?;
-        summary.is_object().then_some((p, summary))
+    Ok(listed.into_iter().rev().find_map(|pod| {
+        let text = terminated(&pod)?.message.clone()?.trim().to_owned();
+        let summary = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .filter(serde_json::Value::is_object);
+        Some(Said { pod, summary, text })
     }))
 }
 
@@ -116,10 +122,14 @@ pub async fn observe_run(
     job: &Job,
     report: &str,
 ) -> Result<(RetentionRun, Option<String>), kube::Error> {
-    let name = job.name_any();
-    let found = summary_of(pods, &name).await?;
+    let said = said_by(pods, &job.name_any()).await?;
     let mut candidates = None;
-    if let Some((pod, _)) = &found {
+    if let Some(Said {
+        pod,
+        summary: Some(_),
+        ..
+    }) = &said
+    {
         let log = pods
             .logs(
                 &pod.name_any(),
@@ -135,14 +145,27 @@ pub async fn observe_run(
             .find(|l| l.starts_with(CANDIDATES_PREFIX))
             .map(str::to_owned);
     }
-    let run = run_from(
-        job,
-        found.as_ref().map(|(_, s)| s),
-        candidates.is_some(),
-        report,
-    );
+    let summary = said.as_ref().and_then(|s| s.summary.as_ref());
+    let mut run = run_from(job, summary, candidates.is_some(), report);
+    if summary.is_none()
+        && let Some(said) = &said
+        && !said.text.is_empty()
+    {
+        // The last words of a failed run: `wharf: <error>`.
+        let tail: String = said
+            .text
+            .lines()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" | ");
+        run.message = Some(tail.chars().take(MESSAGE_LIMIT).collect());
+    }
     Ok((run, candidates))
 }
+
+/// Characters of a failed run's log kept in status.
+const MESSAGE_LIMIT: usize = 500;
 
 /// Status's view of a finished run (pure).
 pub fn run_from(
@@ -189,7 +212,7 @@ pub fn run_from(
 
 pub async fn observe_gc(pods: &Api<Pod>, job: &Job) -> Result<GarbageCollectionRun, kube::Error> {
     let name = job.name_any();
-    let summary = summary_of(pods, &name).await?.map(|(_, s)| s);
+    let summary = said_by(pods, &name).await?.and_then(|s| s.summary);
     let number = |key: &str| summary.as_ref().and_then(|s| s[key].as_i64());
     Ok(GarbageCollectionRun {
         job_name: name,
