@@ -353,10 +353,12 @@ async fn manifests<S: Store>(
     }
     let names = vec![repo.as_str().to_owned()];
     let store = registry.store.clone();
-    let inventory = tokio::task::spawn_blocking(move || store.gc_repositories(&names, true))
-        .await
-        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string()))?
-        .map_err(storage)?;
+    let inventory = tokio::task::spawn_blocking(move || {
+        store.gc_repositories(&names, super::storage::fs_gc::Detail::Full)
+    })
+    .await
+    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string()))?
+    .map_err(storage)?;
     let pulls = registry
         .pulls
         .last_pulls(registry.store.as_ref(), &repo)

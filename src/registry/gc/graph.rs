@@ -7,6 +7,7 @@ use super::GcError;
 use crate::registry::digest::{Algorithm, Digest};
 use crate::registry::manifest;
 use crate::registry::storage::Store;
+use crate::registry::storage::fs_gc::Detail;
 use sha2::{Digest as _, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
@@ -50,12 +51,17 @@ pub struct Graph {
 impl Graph {
     /// Reads every repository, on several threads. A manifest that cannot be read stops the
     /// run: without knowing what it references, nothing can be deleted safely.
-    pub fn load<S: Store>(store: &S, names: &[String], threads: usize) -> Result<Graph, GcError> {
+    pub fn load<S: Store>(
+        store: &S,
+        names: &[String],
+        threads: usize,
+        detail: Detail,
+    ) -> Result<Graph, GcError> {
         let chunk = names.len().div_ceil(threads.max(1)).max(1);
         let parts: Vec<Result<Vec<RepoGraph>, GcError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = names
                 .chunks(chunk)
-                .map(|part| scope.spawn(move || load_part(store, part)))
+                .map(|part| scope.spawn(move || load_part(store, part, detail)))
                 .collect();
             handles
                 .into_iter()
@@ -100,9 +106,17 @@ impl Graph {
     }
 }
 
-fn load_part<S: Store>(store: &S, names: &[String]) -> Result<Vec<RepoGraph>, GcError> {
+fn load_part<S: Store>(
+    store: &S,
+    names: &[String],
+    detail: Detail,
+) -> Result<Vec<RepoGraph>, GcError> {
     let mut repositories = Vec::with_capacity(names.len());
-    for inventory in store.gc_repositories(names, false)? {
+    // One repository at a time: its links as `Digest`s live only until they become keys.
+    for one in names.chunks(1) {
+        let Some(inventory) = store.gc_repositories(one, detail)?.pop() else {
+            continue;
+        };
         let mut manifests = HashMap::with_capacity(inventory.revisions.len());
         for (digest, pushed, _) in inventory.revisions {
             let Some(bytes) = store.gc_read(&digest) else {

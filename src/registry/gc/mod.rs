@@ -238,8 +238,13 @@ impl Collector {
         let names = store.list_repositories().await?;
         let inventory_store = store.clone();
         let threads = super::storage::fs_gc::gc_threads();
+        // Ages and tags only matter when untagged manifests may go.
+        let detail = match options.untagged_after {
+            Some(_) => super::storage::fs_gc::Detail::Ages,
+            None => super::storage::fs_gc::Detail::Links,
+        };
         let mut graph = tokio::task::spawn_blocking(move || {
-            Graph::load(inventory_store.as_ref(), &names, threads)
+            Graph::load(inventory_store.as_ref(), &names, threads, detail)
         })
         .await
         .map_err(|e| GcError::Task(e.to_string()))??;
@@ -271,10 +276,9 @@ impl Collector {
             dry_run: options.dry_run,
         };
         let sweep_store = store.clone();
-        let swept =
-            tokio::task::spawn_blocking(move || sweeper.sweep(sweep_store.as_ref(), &graph))
-                .await
-                .map_err(|e| GcError::Task(e.to_string()))??;
+        let swept = tokio::task::spawn_blocking(move || sweeper.sweep(sweep_store.as_ref(), graph))
+            .await
+            .map_err(|e| GcError::Task(e.to_string()))??;
         report.blobs = swept.blobs;
         report.blobs_referenced = swept.referenced;
         report.blobs_deleted = swept.deleted;
@@ -406,8 +410,14 @@ struct Sweeper {
 }
 
 impl Sweeper {
-    fn sweep<S: Store>(&self, store: &S, graph: &Graph) -> Result<SweepCounts, GcError> {
+    fn sweep<S: Store>(&self, store: &S, mut graph: Graph) -> Result<SweepCounts, GcError> {
         let referenced = graph.referenced();
+        // From here on only names and links matter: the manifests' memory goes back first.
+        for repo in &mut graph.repositories {
+            repo.manifests = HashMap::new();
+            repo.tagged = Vec::new();
+        }
+        let graph = &graph;
         let (total, unreferenced) =
             store.gc_unreferenced_blobs(&|d| referenced.contains(&graph::key(d)))?;
         drop(referenced);

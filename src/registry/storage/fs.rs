@@ -743,9 +743,9 @@ impl Store for FsStore {
     fn gc_repositories(
         &self,
         names: &[String],
-        media_types: bool,
+        detail: super::fs_gc::Detail,
     ) -> StorageResult<Vec<super::fs_gc::RepoInventory>> {
-        self.inventory_repositories(names, media_types)
+        self.inventory_repositories(names, detail)
     }
 
     fn gc_media_type(&self, repository: &str, digest: &Digest) -> Option<String> {

@@ -47,8 +47,20 @@ fn io_error(path: &Path, source: io::Error) -> StorageError {
     }
 }
 
-/// `<alg>/<hex>` files under `dir` as digests (temporaries and stray names are skipped).
-fn digests_in(dir: &Path) -> StorageResult<Vec<(Digest, SystemTime)>> {
+/// How much of a repository an inventory reads: every extra costs a system call per manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Detail {
+    /// Revisions and layer links (what garbage collection of blobs needs).
+    Links,
+    /// Also when each revision was pushed, and the tags (untagged manifests).
+    Ages,
+    /// Also each revision's media type (the admin listing).
+    Full,
+}
+
+/// `<alg>/<hex>` files under `dir` as digests (temporaries and stray names are skipped), with
+/// their modification time when `times` (otherwise the epoch: a stat per file saved).
+fn digests_in(dir: &Path, times: bool) -> StorageResult<Vec<(Digest, SystemTime)>> {
     let mut out = Vec::new();
     let algorithms = match std::fs::read_dir(dir) {
         Ok(a) => a,
@@ -63,10 +75,13 @@ fn digests_in(dir: &Path) -> StorageResult<Vec<(Digest, SystemTime)>> {
         for file in files.filter_map(Result::ok) {
             let hex = file.file_name().to_string_lossy().into_owned();
             if let Ok(digest) = format!("{alg_name}:{hex}").parse::<Digest>() {
-                let modified = file
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .unwrap_or(SystemTime::now());
+                let modified = match times {
+                    true => file
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(SystemTime::now()),
+                    false => SystemTime::UNIX_EPOCH,
+                };
                 out.push((digest, modified));
             }
         }
@@ -78,29 +93,31 @@ impl FsStore {
     pub fn inventory_repositories(
         &self,
         names: &[String],
-        media_types: bool,
+        detail: Detail,
     ) -> StorageResult<Vec<RepoInventory>> {
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             let dir = self.root.join("repositories").join(name);
             let revisions_dir = dir.join("_manifests/revisions");
-            let revisions = digests_in(&revisions_dir)?
+            let revisions = digests_in(&revisions_dir, detail >= Detail::Ages)?
                 .into_iter()
                 .map(|(d, at)| {
-                    let media_type = match media_types {
-                        true => self.revision_media_type(name, &d).unwrap_or_default(),
-                        false => String::new(),
+                    let media_type = match detail {
+                        Detail::Full => self.revision_media_type(name, &d).unwrap_or_default(),
+                        _ => String::new(),
                     };
                     (d, at, media_type)
                 })
                 .collect();
-            let layer_links = digests_in(&dir.join("_layers"))?
+            let layer_links = digests_in(&dir.join("_layers"), false)?
                 .into_iter()
                 .map(|(d, _)| d)
                 .collect();
             let mut tagged = Vec::new();
             let tags_dir = dir.join("_manifests/tags");
-            if let Ok(entries) = std::fs::read_dir(&tags_dir) {
+            if detail >= Detail::Ages
+                && let Ok(entries) = std::fs::read_dir(&tags_dir)
+            {
                 for entry in entries.filter_map(Result::ok) {
                     if entry.file_name().to_string_lossy().starts_with('.') {
                         continue;

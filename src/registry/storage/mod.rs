@@ -173,12 +173,12 @@ pub trait Store: Documents + Send + Sync + 'static {
         subject: &Digest,
         referrer: &Digest,
     ) -> impl Future<Output = StorageResult<()>> + Send;
-    /// Garbage collection's inventory of these repositories (blocking: call it off the
-    /// runtime); `media_types`: also read what each manifest was pushed as.
+    /// Garbage collection's inventory of these repositories, in as much `detail` as asked
+    /// (blocking: call it off the runtime).
     fn gc_repositories(
         &self,
         names: &[String],
-        media_types: bool,
+        detail: fs_gc::Detail,
     ) -> StorageResult<Vec<fs_gc::RepoInventory>>;
     /// The media type a manifest of `repository` was pushed with (blocking).
     fn gc_media_type(&self, repository: &str, digest: &Digest) -> Option<String>;
