@@ -270,6 +270,7 @@ async fn gc_run<S: Store>(
                 .map_err(invalid)?,
             ),
         },
+        stale_uploads_after: Some(registry.config.upload_purge_after),
     };
     match registry.gc.run(registry.store.clone(), options).await {
         Ok(report) => Ok(Json::ok(serde_json::to_value(report).unwrap_or_default())),

@@ -122,6 +122,8 @@ pub struct GcOptions {
     pub grace: Duration,
     /// Delete untagged manifests older than this; `None`: keep them.
     pub untagged_after: Option<Duration>,
+    /// Remove uploads untouched for this long (abandoned pushes); `None`: leave them.
+    pub stale_uploads_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -142,6 +144,8 @@ pub struct GcReport {
     pub blobs_too_recent: u64,
     /// Unreferenced but announced by a push in progress.
     pub blobs_protected: u64,
+    /// Abandoned uploads removed.
+    pub uploads_purged: u64,
 }
 
 #[derive(Default)]
@@ -285,6 +289,11 @@ impl Collector {
         report.bytes_freed = swept.freed;
         report.blobs_too_recent = swept.recent;
         report.blobs_protected = swept.protected;
+        if let Some(after) = options.stale_uploads_after
+            && !options.dry_run
+        {
+            report.uploads_purged = store.purge_uploads(after).await? as u64;
+        }
         report.duration_ms = started.elapsed().as_millis() as u64;
 
         if !options.dry_run {

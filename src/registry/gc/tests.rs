@@ -66,6 +66,7 @@ fn options(dry_run: bool, untagged_after: Option<Duration>) -> GcOptions {
         dry_run,
         grace: Duration::ZERO,
         untagged_after,
+        stale_uploads_after: None,
     }
 }
 
@@ -145,6 +146,7 @@ async fn grace_period_and_announced_pushes_are_respected() {
                 dry_run: false,
                 grace: Duration::from_secs(3600),
                 untagged_after: None,
+                stale_uploads_after: None,
             },
         )
         .await
@@ -215,4 +217,29 @@ fn blob_keys_are_the_sha256_itself_and_distinct_for_other_algorithms() {
     assert_eq!(super::graph::key(&a), raw);
     assert_ne!(super::graph::key(&b), super::graph::key(&a));
     assert_eq!(super::graph::key(&b), super::graph::key(&b.clone()));
+}
+
+#[tokio::test]
+async fn abandoned_uploads_go_with_a_run_and_fresh_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::new(dir.path(), false).unwrap();
+    let r = repo("team/app");
+    store.create_upload(&r).await.unwrap();
+    let collector = Collector::default();
+    let keep = GcOptions {
+        stale_uploads_after: Some(Duration::from_secs(3600)),
+        ..options(false, None)
+    };
+    let report = collector.run(store.clone(), keep).await.unwrap();
+    assert_eq!(
+        report.uploads_purged, 0,
+        "an upload younger than the limit stays"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let purge = GcOptions {
+        stale_uploads_after: Some(Duration::from_millis(10)),
+        ..options(false, None)
+    };
+    let report = collector.run(store.clone(), purge).await.unwrap();
+    assert_eq!(report.uploads_purged, 1);
 }
