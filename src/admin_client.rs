@@ -136,7 +136,18 @@ impl AdminClient {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<(StatusCode, Bytes), AdminClientError> {
-        tokio::time::timeout(timeout, self.call_once(method, path, body))
+        self.within(timeout, what, self.call_once(method, path, body))
+            .await
+    }
+
+    /// `call` bounded by `timeout`, failing with what was being done.
+    async fn within<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        call: impl std::future::Future<Output = Result<T, AdminClientError>>,
+    ) -> Result<T, AdminClientError> {
+        tokio::time::timeout(timeout, call)
             .await
             .map_err(|_| AdminClientError::Connect {
                 endpoint: self.endpoint(),
@@ -204,15 +215,13 @@ impl AdminClient {
         const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
         let what = "read a manifest's digest";
         let path = format!("/v2/{repository}/manifests/{reference}");
-        let (status, headers, bytes) = tokio::time::timeout(
-            TIMEOUT,
-            self.exchange(Method::HEAD, &path, None, Some(ACCEPT)),
-        )
-        .await
-        .map_err(|_| AdminClientError::Connect {
-            endpoint: self.endpoint(),
-            message: format!("no answer to {what} within {}s", TIMEOUT.as_secs()),
-        })??;
+        let (status, headers, bytes) = self
+            .within(
+                TIMEOUT,
+                what,
+                self.exchange(Method::HEAD, &path, None, Some(ACCEPT)),
+            )
+            .await?;
         match status {
             StatusCode::OK => headers
                 .get("docker-content-digest")
@@ -231,13 +240,9 @@ impl AdminClient {
         what: &'static str,
         path: &str,
     ) -> Result<Option<(serde_json::Value, Option<String>)>, AdminClientError> {
-        let (status, headers, bytes) =
-            tokio::time::timeout(TIMEOUT, self.exchange(Method::GET, path, None, None))
-                .await
-                .map_err(|_| AdminClientError::Connect {
-                    endpoint: self.endpoint(),
-                    message: format!("no answer to {what} within {}s", TIMEOUT.as_secs()),
-                })??;
+        let (status, headers, bytes) = self
+            .within(TIMEOUT, what, self.exchange(Method::GET, path, None, None))
+            .await?;
         match status {
             StatusCode::OK => {
                 let value =
@@ -353,21 +358,19 @@ impl AdminClient {
             query_encode(&challenge.service),
             query_encode(&challenge.scope)
         );
-        let (status, _, bytes) = tokio::time::timeout(
-            TIMEOUT,
-            realm.exchange_with(
-                Method::GET,
-                &query,
-                None,
-                None,
-                realm.authorization.as_deref(),
-            ),
-        )
-        .await
-        .map_err(|_| AdminClientError::Connect {
-            endpoint: challenge.realm.clone(),
-            message: format!("no answer to {WHAT} within {}s", TIMEOUT.as_secs()),
-        })??;
+        let (status, _, bytes) = realm
+            .within(
+                TIMEOUT,
+                WHAT,
+                realm.exchange_with(
+                    Method::GET,
+                    &query,
+                    None,
+                    None,
+                    realm.authorization.as_deref(),
+                ),
+            )
+            .await?;
         if status != StatusCode::OK {
             return Err(Self::fail(WHAT, status, &bytes));
         }

@@ -4,13 +4,16 @@
 //! - `pullcredential/`: the ImagePullCredential controller and its Pod webhook
 //! - `retention/`: the RetentionPolicy controller
 //! - `apply.rs`: server-side apply that writes only on a difference
-//! - `conditions.rs`: kstatus conditions
+//! - `conditions.rs`: kstatus conditions; `events.rs`: Kubernetes Events
 //! - `leader.rs`: Lease-based leader election
+//! - `job_results.rs`: what wharf's Jobs reported in their termination message
 //! - `metrics.rs`, `http.rs`: observability endpoints
 
 pub mod apply;
 pub mod conditions;
+pub mod events;
 pub mod http;
+pub mod job_results;
 pub mod leader;
 pub mod metrics;
 pub mod pullcredential;

@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use std::collections::HashSet;
@@ -457,14 +457,5 @@ pub async fn publish(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Sync".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &ipc.object_ref(&())).await {
-        tracing::debug!(error = %e, "cannot publish event");
-    }
+    crate::operator::events::publish(&ctx.recorder, ipc, type_, "Sync", reason, note).await;
 }

@@ -13,9 +13,9 @@ use crate::operator::conditions::{READY, STALLED, is_true};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -287,56 +287,19 @@ async fn last_garbage_collection(
     if shown == Some(job_name.as_str()) {
         return Ok(None);
     }
-    let succeeded = job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let listed = pods
-        .list(&ListParams::default().labels(&format!("job-name={job_name}")))
+    let run = crate::operator::job_results::observe_gc(&pods, job)
         .await
         .map_err(|source| ReconcileError::ReadReference {
             name: format!("pods of Job {job_name}"),
             source,
         })?;
-    let summary = listed
-        .items
-        .iter()
-        .filter_map(|p| {
-            p.status
-                .as_ref()?
-                .container_statuses
-                .as_ref()?
-                .first()?
-                .state
-                .as_ref()?
-                .terminated
-                .as_ref()
-        })
-        .filter(|t| t.exit_code == 0)
-        .find_map(|t| serde_json::from_str::<serde_json::Value>(t.message.as_deref()?).ok());
-    let number = |key: &str| summary.as_ref().and_then(|s| s[key].as_i64());
-    Ok(Some(GarbageCollectionRun {
-        job_name,
-        completion_time: job.status.as_ref().and_then(|s| s.completion_time.clone()),
-        blobs_deleted: number("blobsDeleted"),
-        bytes_freed: number("bytesFreed"),
-        succeeded: Some(succeeded && summary.is_some()),
-    }))
+    Ok(Some(run))
 }
 
 async fn publish(ctx: &Context, registry: &Registry, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx
-        .recorder
-        .publish(&event, &registry.object_ref(&()))
-        .await
-    {
-        tracing::warn!(error = %e, "cannot publish an event");
-    }
+    crate::operator::events::publish(&ctx.recorder, registry, type_, "Reconcile", reason, note)
+        .await;
 }
 
 async fn write_status(

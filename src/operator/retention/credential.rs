@@ -3,7 +3,7 @@
 //! kept in a Secret the policy owns. The Secret's annotations record what the robot was made
 //! for, so a pass with nothing changed never calls the registry.
 
-use super::names::{POLICY_LABEL, PolicyNames, RUN_COMPONENT, labels};
+use super::names::{PolicyNames, RUN_COMPONENT, labels};
 use crate::admin_client::{AdminClient, AdminClientError, RobotPermissions};
 use crate::crd::registry::Registry;
 use crate::crd::retention_policy::RetentionPolicy;
@@ -107,6 +107,18 @@ pub enum CredentialError {
     Admin(#[from] AdminClientError),
 }
 
+/// (namespace, name, robot name) of a policy.
+fn robot_of(policy: &RetentionPolicy) -> (String, String, String) {
+    let name = policy.name_any();
+    let namespace = policy.namespace().unwrap_or_default();
+    let robot = PolicyNames {
+        policy: &name,
+        namespace: &namespace,
+    }
+    .robot();
+    (namespace, name, robot)
+}
+
 async fn robots(client: &Client, registry: &Registry) -> Result<AdminClient, CredentialError> {
     Ok(admin_client(client, registry).await??)
 }
@@ -120,13 +132,7 @@ pub async fn carry_out(
     registry: &Registry,
     live: Option<&Secret>,
 ) -> Result<Option<Secret>, CredentialError> {
-    let name = policy.name_any();
-    let namespace = policy.namespace().unwrap_or_default();
-    let robot = PolicyNames {
-        policy: &name,
-        namespace: &namespace,
-    }
-    .robot();
+    let (namespace, name, robot) = robot_of(policy);
     let repos = repositories(policy);
     let permissions = RobotPermissions {
         repositories: &repos,
@@ -184,18 +190,7 @@ pub async fn revoke(
     policy: &RetentionPolicy,
     registry: &Registry,
 ) -> Result<(), CredentialError> {
-    let name = policy.name_any();
-    let namespace = policy.namespace().unwrap_or_default();
-    let robot = PolicyNames {
-        policy: &name,
-        namespace: &namespace,
-    }
-    .robot();
+    let (_, _, robot) = robot_of(policy);
     robots(client, registry).await?.delete(&robot).await?;
     Ok(())
-}
-
-/// The selector of a policy's own Secrets, for the cache.
-pub fn selector(policy: &str) -> String {
-    format!("{POLICY_LABEL}={policy}")
 }

@@ -14,13 +14,14 @@ use crate::crd::retention_policy::{
 };
 use crate::jobs::retention::{Api as RegistryApi, parse_policy};
 use crate::operator::apply::{ApplyError, FIELD_MANAGER, apply, prune};
+use crate::operator::job_results;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -293,9 +294,9 @@ pub async fn reconcile(
             .map(|g| g.job_name.as_str());
         if shown_gc != Some(gc_name.as_str()) {
             match jobs.named(&gc_name) {
-                Some(job) if runs::finished(job) => {
+                Some(job) if job_results::finished(job) => {
                     observed.last_garbage_collection = Some(
-                        runs::observe_gc(&pods, job)
+                        job_results::observe_gc(&pods, job)
                             .await
                             .map_err(api_error(format!("read the results of Job {gc_name}")))?,
                     );
@@ -444,14 +445,5 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
-        tracing::warn!(error = %e, "cannot publish an event");
-    }
+    crate::operator::events::publish(&ctx.recorder, policy, type_, "Reconcile", reason, note).await;
 }

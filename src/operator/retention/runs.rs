@@ -3,13 +3,12 @@
 
 use super::names::{GC_COMPONENT, RUN_COMPONENT};
 use crate::crd::common::LocalObjectReference;
-use crate::crd::registry::GarbageCollectionRun;
 use crate::crd::retention_policy::RetentionRun;
+use crate::operator::job_results::{Said, finished_at, said_by, succeeded};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, LogParams};
+use kube::api::{Api, LogParams};
 
 /// The log line of a run that carries its candidates.
 const CANDIDATES_PREFIX: &str = "{\"candidates\":";
@@ -20,26 +19,6 @@ fn component(job: &Job) -> Option<&str> {
     job.labels()
         .get("app.kubernetes.io/component")
         .map(String::as_str)
-}
-
-pub fn finished(job: &Job) -> bool {
-    finished_at(job).is_some()
-}
-
-fn finished_at(job: &Job) -> Option<Timestamp> {
-    let status = job.status.as_ref()?;
-    status.completion_time.as_ref().map(|t| t.0).or_else(|| {
-        status
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| c.type_ == "Failed" && c.status == "True")
-            .and_then(|c| c.last_transition_time.as_ref().map(|t| t.0))
-    })
-}
-
-pub fn succeeded(job: &Job) -> bool {
-    job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0
 }
 
 /// The policy's Jobs, sorted out.
@@ -79,41 +58,6 @@ impl Jobs {
     pub fn named(&self, name: &str) -> Option<&Job> {
         self.all.iter().find(|j| j.name_any() == name)
     }
-}
-
-fn terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
-    pod.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .first()?
-        .state
-        .as_ref()?
-        .terminated
-        .as_ref()
-}
-
-/// What the newest pod of a Job that ran to the end said: its summary when it wrote one, or
-/// the tail of its log (a failed run's error, through `FallbackToLogsOnError`).
-struct Said {
-    pod: Pod,
-    summary: Option<serde_json::Value>,
-    text: String,
-}
-
-async fn said_by(pods: &Api<Pod>, job: &str) -> Result<Option<Said>, kube::Error> {
-    let mut listed = pods
-        .list(&ListParams::default().labels(&format!("job-name={job}")))
-        .await?
-        .items;
-    listed.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
-    Ok(listed.into_iter().rev().find_map(|pod| {
-        let text = terminated(&pod)?.message.clone()?.trim().to_owned();
-        let summary = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .filter(serde_json::Value::is_object);
-        Some(Said { pod, summary, text })
-    }))
 }
 
 /// The run as status shows it, and its candidate list (JSON) when the log has it.
@@ -208,19 +152,6 @@ pub fn run_from(
             name: report.to_owned(),
         }),
     }
-}
-
-pub async fn observe_gc(pods: &Api<Pod>, job: &Job) -> Result<GarbageCollectionRun, kube::Error> {
-    let name = job.name_any();
-    let summary = said_by(pods, &name).await?.and_then(|s| s.summary);
-    let number = |key: &str| summary.as_ref().and_then(|s| s[key].as_i64());
-    Ok(GarbageCollectionRun {
-        job_name: name,
-        completion_time: finished_at(job).map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
-        blobs_deleted: number("blobsDeleted"),
-        bytes_freed: number("bytesFreed"),
-        succeeded: Some(succeeded(job) && summary.is_some()),
-    })
 }
 
 /// Whether a run deleted something, so garbage collection has bytes to free.
