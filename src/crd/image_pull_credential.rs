@@ -2,6 +2,7 @@
 //! `kubernetes.io/dockerconfigjson` Secret and injected as `imagePullSecrets`. Cluster-scoped,
 //! so that it can own its copies in every namespace.
 
+use super::common::bounded_strings;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -192,16 +193,6 @@ pub struct NamespaceFailure {
     pub message: String,
 }
 
-/// A list of strings with bounds: the API server prices CEL rules by the largest input the
-/// schema allows, so every list a rule walks needs `maxItems` and `maxLength`.
-fn bounded_strings(max_items: u32, max_length: u32) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "array",
-        "maxItems": max_items,
-        "items": {"type": "string", "maxLength": max_length},
-    })
-}
-
 fn namespace_names(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     bounded_strings(1000, 63)
 }
@@ -246,15 +237,14 @@ impl ImagePullCredentialSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::common::cel_table::{assert_cases, verdict};
     use serde_json::{Value, json};
 
     fn check_named(name: &str, spec: Value) -> Result<(), String> {
-        let ipc: ImagePullCredential = serde_json::from_value(json!({
+        verdict::<ImagePullCredential>(json!({
             "apiVersion": "wharf.dev/v1alpha1", "kind": "ImagePullCredential",
             "metadata": {"name": name}, "spec": spec,
         }))
-        .map_err(|e| format!("does not deserialize: {e}"))?;
-        ipc.validate_cel().map_err(|e| e.to_string())
     }
 
     fn check(spec: Value) -> Result<(), String> {
@@ -346,14 +336,7 @@ mod tests {
                 Some("repositories are globs"),
             ),
         ];
-        for (what, spec, want) in cases {
-            let got = check(spec);
-            match (want, &got) {
-                (None, Ok(())) => {}
-                (Some(msg), Err(e)) if e.contains(msg) => {}
-                _ => panic!("{what}: expected {want:?}, got {got:?}"),
-            }
-        }
+        assert_cases(cases, check);
         let long = "x".repeat(59);
         assert!(
             check_named(&long, json!({"source": reg, "namespaces": ["a"]}))

@@ -1,7 +1,7 @@
 //! The `RetentionPolicy` kind: which tags of which repositories a registry keeps, applied by
 //! `wharf retention` Jobs on a schedule or on demand, dry run by default.
 
-use super::common::LocalObjectReference;
+use super::common::{LocalObjectReference, bounded_strings};
 use super::registry::GarbageCollectionRun;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -273,14 +273,6 @@ pub struct RetentionRun {
     /// The ConfigMap listing every candidate of this run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_config_map_ref: Option<LocalObjectReference>,
-}
-
-fn bounded_strings(max_items: u32, max_length: u32) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "array",
-        "maxItems": max_items,
-        "items": {"type": "string", "maxLength": max_length},
-    })
 }
 
 fn repository_globs(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
