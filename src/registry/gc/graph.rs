@@ -38,9 +38,15 @@ pub struct ManifestNode {
 #[derive(Debug, Default)]
 pub struct RepoGraph {
     pub name: String,
+    /// Every manifest as a node: only when untagged manifests may be deleted (the nodes are
+    /// what decides which), since they cost far more than `kept`.
     pub manifests: HashMap<Digest, ManifestNode>,
+    /// Without nodes: every manifest and what it references, as keys.
+    pub kept: Vec<Key>,
     pub tagged: Vec<Digest>,
     pub layer_links: Vec<Key>,
+    /// Manifests read (nodes or not).
+    pub revisions: usize,
 }
 
 #[derive(Debug, Default)]
@@ -79,18 +85,28 @@ impl Graph {
     }
 
     pub fn manifest_count(&self) -> usize {
-        self.repositories.iter().map(|r| r.manifests.len()).sum()
+        self.repositories.iter().map(|r| r.revisions).sum()
     }
 
-    /// Every blob a remaining manifest is or references.
-    pub fn referenced(&self) -> HashSet<Key> {
-        let mut out = HashSet::new();
+    /// Every blob a remaining manifest is or references, sorted, for `binary_search`: a
+    /// third smaller than a hash set of the same keys.
+    pub fn referenced(&self) -> Vec<Key> {
+        let mut out: Vec<Key> = Vec::with_capacity(
+            self.repositories
+                .iter()
+                .map(|r| r.kept.len() + r.manifests.len() * 6)
+                .sum(),
+        );
         for repo in &self.repositories {
+            out.extend_from_slice(&repo.kept);
             for (digest, node) in &repo.manifests {
-                out.insert(key(digest));
+                out.push(key(digest));
                 out.extend(node.references.iter().copied());
             }
         }
+        out.sort_unstable();
+        out.dedup();
+        out.shrink_to_fit();
         out
     }
 
@@ -117,7 +133,9 @@ fn load_part<S: Store>(
         let Some(inventory) = store.gc_repositories(one, detail)?.pop() else {
             continue;
         };
-        let mut manifests = HashMap::with_capacity(inventory.revisions.len());
+        let mut manifests = HashMap::new();
+        let mut kept = Vec::new();
+        let mut revisions = 0;
         for (digest, pushed, _) in inventory.revisions {
             let Some(bytes) = store.gc_read(&digest) else {
                 // A revision link whose content is gone references nothing that exists.
@@ -138,6 +156,7 @@ fn load_part<S: Store>(
                     })?
                 }
             };
+            revisions += 1;
             let references = parsed
                 .blobs
                 .iter()
@@ -155,9 +174,12 @@ fn load_part<S: Store>(
                 },
             );
         }
+        kept.shrink_to_fit();
         repositories.push(RepoGraph {
             name: inventory.name,
             manifests,
+            kept,
+            revisions,
             tagged: inventory.tagged,
             layer_links: inventory.layer_links.iter().map(key).collect(),
         });

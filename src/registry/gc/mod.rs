@@ -424,11 +424,12 @@ impl Sweeper {
         // From here on only names and links matter: the manifests' memory goes back first.
         for repo in &mut graph.repositories {
             repo.manifests = HashMap::new();
+            repo.kept = Vec::new();
             repo.tagged = Vec::new();
         }
         let graph = &graph;
         let (total, unreferenced) =
-            store.gc_unreferenced_blobs(&|d| referenced.contains(&graph::key(d)))?;
+            store.gc_unreferenced_blobs(&|d| referenced.binary_search(&graph::key(d)).is_ok())?;
         drop(referenced);
         let mut counts = SweepCounts {
             blobs: total,

@@ -213,7 +213,11 @@ impl FsStore {
                 .collect()
         });
         let total = parts.iter().map(|(t, _)| t).sum();
-        Ok((total, parts.into_iter().flat_map(|(_, e)| e).collect()))
+        let mut all = Vec::with_capacity(parts.iter().map(|(_, e)| e.len()).sum());
+        for (_, entries) in parts {
+            all.extend(entries);
+        }
+        Ok((total, all))
     }
 
     /// The stored bytes of a manifest (manifests are blobs too).
