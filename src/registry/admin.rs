@@ -352,10 +352,10 @@ async fn manifests<S: Store>(
             tags_of.entry(d.to_string()).or_default().push(tag.clone());
         }
     }
-    let names = vec![repo.as_str().to_owned()];
+    let name = repo.as_str().to_owned();
     let store = registry.store.clone();
     let inventory = tokio::task::spawn_blocking(move || {
-        store.gc_repositories(&names, super::storage::fs_gc::Detail::Full)
+        store.gc_repository(&name, super::storage::fs_gc::Detail::Full)
     })
     .await
     .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string()))?
@@ -365,7 +365,7 @@ async fn manifests<S: Store>(
         .last_pulls(registry.store.as_ref(), &repo)
         .await;
     let mut out = Vec::new();
-    for (digest, pushed, media_type) in inventory.into_iter().flat_map(|r| r.revisions) {
+    for (digest, pushed, media_type) in inventory.revisions {
         let parsed = registry
             .store
             .get_manifest(&repo, &digest)

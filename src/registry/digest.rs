@@ -18,7 +18,7 @@ impl Algorithm {
         }
     }
 
-    fn hex_len(self) -> usize {
+    pub fn hex_len(self) -> usize {
         match self {
             Algorithm::Sha256 => 64,
             Algorithm::Sha512 => 128,
@@ -59,6 +59,14 @@ impl Digest {
 
     pub fn hex(&self) -> &str {
         &self.hex
+    }
+
+    /// The sha256 digest whose value is `bytes`.
+    pub fn sha256_from_bytes(bytes: &[u8; 32]) -> Digest {
+        Digest {
+            algorithm: Algorithm::Sha256,
+            hex: hex::encode(bytes),
+        }
     }
 
     pub fn of(algorithm: Algorithm, data: &[u8]) -> Digest {

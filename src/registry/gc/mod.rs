@@ -17,87 +17,22 @@
 //! reachable manifest) can be deleted too, after their own grace period.
 
 mod graph;
+mod parallel;
+mod protect;
+mod sweep;
 
 use super::digest::Digest;
 use super::names::RepoName;
 use super::storage::Store;
-use super::storage::fs_gc::BlobEntry;
+use super::storage::fs_gc::Detail;
 use graph::{Graph, untagged};
+use protect::Protections;
+pub use protect::PushGuard;
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// Finished announcements older than this are forgotten at the start of a run.
-const PROTECTION_TTL: Duration = Duration::from_secs(3600);
-
-/// What pushes said about one digest.
-#[derive(Debug, Clone, Copy)]
-struct Protection {
-    /// Last announcement or end of a push.
-    last: Instant,
-    /// Manifest pushes referencing it right now.
-    in_flight: u32,
-}
-
-/// Announcements, sharded by digest so that deletions on several threads and pushes rarely
-/// wait for each other: the guarantee is per digest, so one shard's lock is all a check needs.
-#[derive(Default)]
-struct Shards {
-    shards: [Mutex<HashMap<Digest, Protection>>; SHARDS],
-}
-
-const SHARDS: usize = 16;
-
-impl Shards {
-    fn of(&self, digest: &Digest) -> std::sync::MutexGuard<'_, HashMap<Digest, Protection>> {
-        let first = digest.hex().as_bytes().first().copied().unwrap_or(0);
-        self.shards[first as usize % SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether a push in flight references `digest`, or one touched it since `since`.
-    fn protects(&self, digest: &Digest, since: Instant) -> bool {
-        Self::protects_in(&self.of(digest), digest, since)
-    }
-
-    fn protects_in(map: &HashMap<Digest, Protection>, digest: &Digest, since: Instant) -> bool {
-        map.get(digest)
-            .is_some_and(|p| p.in_flight > 0 || p.last >= since)
-    }
-
-    fn forget_stale(&self) {
-        for shard in &self.shards {
-            shard
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|_, p| p.in_flight > 0 || p.last.elapsed() < PROTECTION_TTL);
-        }
-    }
-}
-
-type Protections = Arc<Shards>;
-
-/// Held by a manifest push from before it checks its references until it is stored.
-pub struct PushGuard {
-    protections: Protections,
-    digests: Vec<Digest>,
-}
-
-impl Drop for PushGuard {
-    fn drop(&mut self) {
-        let now = Instant::now();
-        for d in &self.digests {
-            if let Some(p) = self.protections.of(d).get_mut(d) {
-                p.in_flight = p.in_flight.saturating_sub(1);
-                p.last = now;
-            }
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -150,7 +85,7 @@ pub struct GcReport {
 
 #[derive(Default)]
 pub struct Collector {
-    protected: Protections,
+    protected: Arc<Protections>,
     running: AtomicBool,
     last: Mutex<Option<GcReport>>,
     runs: AtomicU64,
@@ -179,36 +114,12 @@ fn unix(t: SystemTime) -> u64 {
 impl Collector {
     /// A manifest push is about to check and then reference these digests.
     pub fn begin_push<'a>(&self, digests: impl IntoIterator<Item = &'a Digest>) -> PushGuard {
-        let now = Instant::now();
-        let digests: Vec<Digest> = digests.into_iter().cloned().collect();
-        for d in &digests {
-            let mut shard = self.protected.of(d);
-            let p = shard.entry(d.clone()).or_insert(Protection {
-                last: now,
-                in_flight: 0,
-            });
-            p.in_flight += 1;
-            p.last = now;
-        }
-        PushGuard {
-            protections: self.protected.clone(),
-            digests,
-        }
+        self.protected.begin_push(digests)
     }
 
     /// A client just used these digests (mounted, uploaded, checked with HEAD).
     pub fn touch<'a>(&self, digests: impl IntoIterator<Item = &'a Digest>) {
-        let now = Instant::now();
-        for d in digests {
-            self.protected
-                .of(d)
-                .entry(d.clone())
-                .and_modify(|p| p.last = now)
-                .or_insert(Protection {
-                    last: now,
-                    in_flight: 0,
-                });
-        }
+        self.protected.touch(digests)
     }
 
     pub fn last_report(&self) -> Option<GcReport> {
@@ -239,50 +150,57 @@ impl Collector {
             ..GcReport::default()
         };
 
-        let names = store.list_repositories().await?;
-        let inventory_store = store.clone();
-        let threads = super::storage::fs_gc::gc_threads();
+        let names = Arc::new(store.list_repositories().await?);
         // Ages and tags only matter when untagged manifests may go.
         let detail = match options.untagged_after {
-            Some(_) => super::storage::fs_gc::Detail::Ages,
-            None => super::storage::fs_gc::Detail::Links,
+            Some(_) => Detail::Ages,
+            None => Detail::Revisions,
         };
+        let (load_store, load_names) = (store.clone(), names.clone());
         let mut graph = tokio::task::spawn_blocking(move || {
-            Graph::load(inventory_store.as_ref(), &names, threads, detail)
+            Graph::load(load_store.as_ref(), &load_names, parallel::THREADS, detail)
         })
         .await
         .map_err(|e| GcError::Task(e.to_string()))??;
-        report.repositories = graph.repositories.len() as u64;
-        report.manifests = graph.manifest_count() as u64;
+        report.repositories = names.len() as u64;
+        report.manifests = graph.manifests as u64;
         self.progress_manifests
             .store(report.manifests, Ordering::Relaxed);
 
         if let Some(after) = options.untagged_after {
-            let deleted = self
+            let (rest, deleted) = self
                 .delete_untagged(
-                    store.as_ref(),
-                    &mut graph,
+                    store.clone(),
+                    graph,
                     after,
                     (started, started_at),
                     options.dry_run,
                 )
                 .await?;
+            graph = rest;
             report.manifests_deleted = deleted;
         }
 
-        let sweeper = Sweeper {
-            threads,
-            protected: self.protected.clone(),
-            started,
-            progress: self.progress_swept.clone(),
-            grace: options.grace,
-            started_at,
-            dry_run: options.dry_run,
-        };
+        let (protections, progress) = (self.protected.clone(), self.progress_swept.clone());
+        let (grace, dry_run) = (options.grace, options.dry_run);
         let sweep_store = store.clone();
-        let swept = tokio::task::spawn_blocking(move || sweeper.sweep(sweep_store.as_ref(), graph))
-            .await
-            .map_err(|e| GcError::Task(e.to_string()))??;
+        let swept = tokio::task::spawn_blocking(move || {
+            let referenced = graph.referenced();
+            // From here on only the references matter: the nodes' memory goes back first.
+            drop(graph);
+            let sweep = sweep::Sweep {
+                threads: parallel::THREADS,
+                protections: &protections,
+                started,
+                started_at,
+                grace,
+                dry_run,
+                progress: &progress,
+            };
+            sweep.run(sweep_store.as_ref(), &names, referenced)
+        })
+        .await
+        .map_err(|e| GcError::Task(e.to_string()))??;
         report.blobs = swept.blobs;
         report.blobs_referenced = swept.referenced;
         report.blobs_deleted = swept.deleted;
@@ -317,37 +235,49 @@ impl Collector {
         Ok(report)
     }
 
+    /// Deletes the untagged manifests older than `after`; returns the graph without them.
     async fn delete_untagged<S: Store>(
         &self,
-        store: &S,
-        graph: &mut Graph,
+        store: Arc<S>,
+        mut graph: Graph,
         after: Duration,
         (started, started_at): (Instant, SystemTime),
         dry_run: bool,
-    ) -> Result<u64, GcError> {
-        let mut deleted = 0;
-        for repo in &mut graph.repositories {
-            let doomed = untagged(repo, after, started_at);
-            let Ok(name) = RepoName::parse(&repo.name) else {
-                continue;
-            };
-            for digest in doomed {
-                if self.protected.protects(&digest, started) {
+    ) -> Result<(Graph, u64), GcError> {
+        let protections = self.protected.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let mut deleted = 0;
+            for repo in &mut graph.repositories {
+                let doomed = untagged(repo, after, started_at);
+                let Ok(name) = RepoName::parse(&repo.name) else {
                     continue;
-                }
-                if !dry_run {
-                    store.delete_manifest(&name, &digest).await?;
-                    if let Some(subject) =
-                        repo.manifests.get(&digest).and_then(|m| m.subject.clone())
-                    {
-                        store.remove_referrer(&name, &subject, &digest).await?;
+                };
+                for digest in doomed {
+                    // Checked and deleted under the lock a push of this manifest announces
+                    // itself with: a push that tags it again either protects it or comes
+                    // after the delete and stores it anew, never leaving a tag to nothing.
+                    let shard = protections.lock(&digest);
+                    if shard.protects(&digest, started) {
+                        continue;
                     }
+                    if !dry_run {
+                        runtime.block_on(store.delete_manifest(&name, &digest))?;
+                        if let Some(subject) =
+                            repo.manifests.get(&digest).and_then(|m| m.subject.as_ref())
+                        {
+                            runtime.block_on(store.remove_referrer(&name, subject, &digest))?;
+                        }
+                    }
+                    drop(shard);
+                    repo.manifests.remove(&digest);
+                    deleted += 1;
                 }
-                repo.manifests.remove(&digest);
-                deleted += 1;
             }
-        }
-        Ok(deleted)
+            Ok((graph, deleted))
+        })
+        .await
+        .map_err(|e| GcError::Task(e.to_string()))?
     }
 
     /// Prometheus lines for `/metrics`.
@@ -405,116 +335,6 @@ impl Collector {
         }
         out
     }
-}
-
-/// What the blocking sweep needs from the collector.
-struct Sweeper {
-    threads: usize,
-    protected: Protections,
-    started: Instant,
-    progress: Arc<AtomicU64>,
-    grace: Duration,
-    started_at: SystemTime,
-    dry_run: bool,
-}
-
-impl Sweeper {
-    fn sweep<S: Store>(&self, store: &S, mut graph: Graph) -> Result<SweepCounts, GcError> {
-        let referenced = graph.referenced();
-        // From here on only names and links matter: the manifests' memory goes back first.
-        for repo in &mut graph.repositories {
-            repo.manifests = HashMap::new();
-            repo.kept = Vec::new();
-            repo.tagged = Vec::new();
-        }
-        let graph = &graph;
-        let (total, unreferenced) =
-            store.gc_unreferenced_blobs(&|d| referenced.binary_search(&graph::key(d)).is_ok())?;
-        drop(referenced);
-        let mut counts = SweepCounts {
-            blobs: total,
-            referenced: total - unreferenced.len() as u64,
-            ..SweepCounts::default()
-        };
-        let (old, recent): (Vec<BlobEntry>, Vec<BlobEntry>) =
-            unreferenced.into_iter().partition(|blob| {
-                self.started_at
-                    .duration_since(blob.modified)
-                    .unwrap_or_default()
-                    >= self.grace
-            });
-        counts.recent = recent.len() as u64;
-        let doomed: HashSet<graph::Key> = old.iter().map(|b| graph::key(&b.digest)).collect();
-        let links = graph.links_of(&doomed);
-        let chunk = old.len().div_ceil(self.threads.max(1)).max(1);
-        let parts: Vec<Result<SweepCounts, GcError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = old
-                .chunks(chunk)
-                .map(|part| scope.spawn(|| self.delete(store, graph, &links, part)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(GcError::Task("a sweeping thread panicked".into())))
-                })
-                .collect()
-        });
-        for part in parts {
-            let part = part?;
-            counts.deleted += part.deleted;
-            counts.freed += part.freed;
-            counts.protected += part.protected;
-        }
-        Ok(counts)
-    }
-
-    fn delete<S: Store>(
-        &self,
-        store: &S,
-        graph: &Graph,
-        links: &HashMap<graph::Key, Vec<usize>>,
-        blobs: &[BlobEntry],
-    ) -> Result<SweepCounts, GcError> {
-        let mut counts = SweepCounts::default();
-        for blob in blobs {
-            // The check and the delete under the lock `begin_push` takes: see the module docs.
-            let shard = self.protected.of(&blob.digest);
-            if Shards::protects_in(&shard, &blob.digest, self.started) {
-                counts.protected += 1;
-                continue;
-            }
-            let existed = match self.dry_run {
-                true => true,
-                false => {
-                    let linked_in: Vec<&str> = links
-                        .get(&graph::key(&blob.digest))
-                        .into_iter()
-                        .flatten()
-                        .map(|i| graph.repositories[*i].name.as_str())
-                        .collect();
-                    store.gc_remove_blob(&blob.digest, &linked_in)?
-                }
-            };
-            drop(shard);
-            if existed {
-                counts.deleted += 1;
-                counts.freed += blob.size;
-                self.progress.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        Ok(counts)
-    }
-}
-
-#[derive(Default)]
-struct SweepCounts {
-    blobs: u64,
-    referenced: u64,
-    deleted: u64,
-    freed: u64,
-    recent: u64,
-    protected: u64,
 }
 
 #[cfg(test)]

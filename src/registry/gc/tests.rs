@@ -12,13 +12,17 @@ fn repo(name: &str) -> RepoName {
 }
 
 async fn blob(store: &FsStore, repo: &RepoName, data: &[u8]) -> Digest {
-    let digest = Digest::of(Algorithm::Sha256, data);
+    blob_of(store, repo, data, Algorithm::Sha256).await
+}
+
+async fn blob_of(store: &FsStore, repo: &RepoName, data: &[u8], algorithm: Algorithm) -> Digest {
+    let digest = Digest::of(algorithm, data);
     let id = store.create_upload(repo).await.unwrap();
     let body = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(
         bytes::Bytes::copy_from_slice(data),
     )]);
     store
-        .append_upload(repo, &id, 0, body, Algorithm::Sha256.hasher())
+        .append_upload(repo, &id, 0, body, algorithm.hasher())
         .await
         .unwrap();
     store.commit_upload(repo, &id, &digest).await.unwrap();
@@ -129,6 +133,47 @@ async fn keeps_everything_referenced_and_deletes_the_rest() {
             .render()
             .contains("wharf_registry_gc_blobs_deleted_total 3")
     );
+}
+
+#[tokio::test]
+async fn links_go_in_every_repository_and_references_count_across_repositories() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::new(dir.path(), false).unwrap();
+    let (a, b, c) = (repo("team/a"), repo("team/b"), repo("c"));
+    // Linked into three repositories, referenced by none.
+    let shared_orphan = blob(&store, &a, b"shared orphan").await;
+    store.link_blob(&b, &shared_orphan).await.unwrap();
+    store.link_blob(&c, &shared_orphan).await.unwrap();
+    // Referenced by a manifest of `a` only, but linked into `b` too: kept, links and all.
+    let config = blob(&store, &a, b"config").await;
+    let layer = blob(&store, &a, b"layer").await;
+    store.link_blob(&b, &layer).await.unwrap();
+    image(&store, &a, &config, &[&layer], Some("v1")).await;
+    // Blobs of the other algorithm go and stay the same way.
+    let sha512_orphan = blob_of(&store, &c, b"sha512 orphan", Algorithm::Sha512).await;
+    let sha512_layer = blob_of(&store, &c, b"sha512 layer", Algorithm::Sha512).await;
+    image(&store, &c, &config, &[&sha512_layer], Some("v1")).await;
+
+    let report = Collector::default()
+        .run(store.clone(), options(false, None))
+        .await
+        .unwrap();
+    assert_eq!((report.repositories, report.manifests), (3, 2));
+    assert_eq!(report.blobs_deleted, 2, "{report:?}");
+    assert_eq!(report.blobs_referenced, 5, "{report:?}");
+    for gone in [&shared_orphan, &sha512_orphan] {
+        assert!(store.blob_size(gone).await.unwrap().is_none(), "{gone}");
+        for r in [&a, &b, &c] {
+            assert!(!store.blob_linked(r, gone).await.unwrap(), "{gone} in {r}");
+        }
+    }
+    assert!(store.blob_linked(&b, &layer).await.unwrap());
+    assert!(store.blob_size(&sha512_layer).await.unwrap().is_some());
+    let again = Collector::default()
+        .run(store.clone(), options(false, None))
+        .await
+        .unwrap();
+    assert_eq!(again.blobs_deleted, 0, "a second run finds nothing more");
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@
 
 use super::tag_lists::TagListCache;
 use super::{BlobBody, StorageError, StorageResult, Store, StoredManifest};
-use crate::registry::digest::{Digest, Hasher};
+use crate::registry::digest::{Algorithm, Digest, Hasher};
 use crate::registry::names::{RepoName, Tag};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -740,31 +740,48 @@ impl Store for FsStore {
         Ok(())
     }
 
-    fn gc_repositories(
+    fn gc_repository(
         &self,
-        names: &[String],
+        name: &str,
         detail: super::fs_gc::Detail,
-    ) -> StorageResult<Vec<super::fs_gc::RepoInventory>> {
-        self.inventory_repositories(names, detail)
+    ) -> StorageResult<super::fs_gc::RepoInventory> {
+        self.inventory_repository(name, detail)
     }
 
     fn gc_media_type(&self, repository: &str, digest: &Digest) -> Option<String> {
         self.revision_media_type(repository, digest)
     }
 
-    fn gc_unreferenced_blobs(
-        &self,
-        referenced: &(dyn Fn(&Digest) -> bool + Sync),
-    ) -> StorageResult<(u64, Vec<super::fs_gc::BlobEntry>)> {
-        self.unreferenced_blobs(referenced, super::fs_gc::gc_threads())
-    }
-
     fn gc_read(&self, digest: &Digest) -> Option<Vec<u8>> {
         self.read_manifest_blob(digest)
     }
 
-    fn gc_remove_blob(&self, digest: &Digest, linked_in: &[&str]) -> StorageResult<bool> {
-        self.remove_blob_and_links(digest, linked_in)
+    fn gc_blob_groups(&self) -> StorageResult<Vec<super::fs_gc::BlobGroup>> {
+        self.blob_groups()
+    }
+
+    fn gc_walk_blobs(
+        &self,
+        group: &super::fs_gc::BlobGroup,
+        unreferenced: &mut dyn FnMut(Algorithm, &str) -> bool,
+    ) -> StorageResult<(u64, Vec<super::fs_gc::BlobEntry>)> {
+        self.walk_blob_group(group, unreferenced)
+    }
+
+    fn gc_layer_links(
+        &self,
+        repository: &str,
+        visit: &mut dyn FnMut(Algorithm, &str),
+    ) -> StorageResult<()> {
+        self.each_layer_link(repository, visit)
+    }
+
+    fn gc_remove_layer_link(&self, repository: &str, digest: &Digest) -> StorageResult<()> {
+        self.remove_layer_link(repository, digest)
+    }
+
+    fn gc_remove_blob(&self, digest: &Digest) -> StorageResult<bool> {
+        self.remove_blob_content(digest)
     }
 
     async fn list_referrers(&self, repo: &RepoName, subject: &Digest) -> StorageResult<Vec<Bytes>> {

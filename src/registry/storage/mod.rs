@@ -7,7 +7,7 @@ mod fs_documents;
 pub mod fs_gc;
 mod tag_lists;
 
-use super::digest::{Digest, Hasher};
+use super::digest::{Algorithm, Digest, Hasher};
 use super::names::{RepoName, Tag};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -173,25 +173,37 @@ pub trait Store: Documents + Send + Sync + 'static {
         subject: &Digest,
         referrer: &Digest,
     ) -> impl Future<Output = StorageResult<()>> + Send;
-    /// Garbage collection's inventory of these repositories, in as much `detail` as asked
-    /// (blocking: call it off the runtime).
-    fn gc_repositories(
+    // Garbage collection, one unit of work per call (blocking: call these off the runtime; the
+    // collector spreads the units over its threads).
+    /// One repository's inventory, in as much `detail` as asked.
+    fn gc_repository(
         &self,
-        names: &[String],
+        name: &str,
         detail: fs_gc::Detail,
-    ) -> StorageResult<Vec<fs_gc::RepoInventory>>;
-    /// The media type a manifest of `repository` was pushed with (blocking).
+    ) -> StorageResult<fs_gc::RepoInventory>;
+    /// The media type a manifest of `repository` was pushed with.
     fn gc_media_type(&self, repository: &str, digest: &Digest) -> Option<String>;
-    /// Counts every blob and returns size and age of those `referenced` rejects (blocking,
-    /// parallel).
-    fn gc_unreferenced_blobs(
-        &self,
-        referenced: &(dyn Fn(&Digest) -> bool + Sync),
-    ) -> StorageResult<(u64, Vec<fs_gc::BlobEntry>)>;
-    /// A manifest's bytes (blocking).
+    /// A manifest's bytes.
     fn gc_read(&self, digest: &Digest) -> Option<Vec<u8>>;
-    /// Removes a blob and its links from `linked_in`; returns whether it existed (blocking).
-    fn gc_remove_blob(&self, digest: &Digest, linked_in: &[&str]) -> StorageResult<bool>;
+    /// The blob store in parts that can be walked independently.
+    fn gc_blob_groups(&self) -> StorageResult<Vec<fs_gc::BlobGroup>>;
+    /// Counts the blobs of `group`; returns size and age of those `unreferenced` picks (it is
+    /// given each blob's algorithm and encoded digest).
+    fn gc_walk_blobs(
+        &self,
+        group: &fs_gc::BlobGroup,
+        unreferenced: &mut dyn FnMut(Algorithm, &str) -> bool,
+    ) -> StorageResult<(u64, Vec<fs_gc::BlobEntry>)>;
+    /// Calls `visit` with every blob linked into `repository`.
+    fn gc_layer_links(
+        &self,
+        repository: &str,
+        visit: &mut dyn FnMut(Algorithm, &str),
+    ) -> StorageResult<()>;
+    /// Removes one blob link of `repository` (gone already is fine).
+    fn gc_remove_layer_link(&self, repository: &str, digest: &Digest) -> StorageResult<()>;
+    /// Removes a blob's content; returns whether it existed.
+    fn gc_remove_blob(&self, digest: &Digest) -> StorageResult<bool>;
     /// Descriptors (JSON) of the manifests whose subject is `subject`.
     fn list_referrers(
         &self,
