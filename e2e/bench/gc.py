@@ -1,11 +1,19 @@
 #!/usr/bin/env python3
 """`make bench-gc`: garbage collection at scale, wharf against the reference registry in one run.
 The same store (default 100,000 blobs and 20,000 manifests in 200 repositories) is pushed to
-both over HTTP; a quarter of the manifests are then deleted through the API. Distribution runs
-its offline `garbage-collect` (server stopped, as it requires); wharf runs its online GC through
-the admin API while serving. Measured: wall time and peak RSS of each (Distribution: the
-garbage-collect process; wharf: the peak RSS of a server restarted after the pushes, reset just before the run). Both must
-leave the same number of blobs. Rewrites the "Garbage collection" section of docs/benchmarks.md."""
+both over HTTP and a quarter of the manifests deleted through the API. Each collector then runs
+on identical copies of its store in two defined states, because on these VMs the host reclaims
+the page cache within minutes and "as the pushes left it" is neither warm nor cold:
+
+- in memory: the stores on tmpfs, so the run measures the collectors' own work;
+- on disk, cold: copies on the disk, the page cache dropped right before each collector (a store
+  far larger than memory, as in production). Needs root; skipped with a note otherwise.
+
+Distribution runs its offline `garbage-collect` (server stopped, as it requires); wharf runs its
+online GC through the admin API on a freshly started server, which keeps serving. Measured: wall
+time and peak RSS (Distribution: the garbage-collect process; wharf: the server's, reset just
+before the run). Both must leave the same number of blobs. Rewrites the "Garbage collection"
+section of docs/benchmarks.md."""
 
 import base64
 import hashlib
@@ -139,102 +147,155 @@ def distribution_blobs(storage):
     return sum(1 for _, _, files in os.walk(os.path.join(storage, "docker/registry/v2/blobs")) if "data" in files)
 
 
-def main():
-    work_dir = tempfile.mkdtemp(prefix="wharf-bench-gc-")
-    wharf = subprocess.run([os.path.join(REPO, "e2e/tools/build-static.sh")], capture_output=True, text=True,
-                           check=True).stdout.strip()
-    ref_port, wharf_port = free_port(), free_port()
-    ref_storage = os.path.join(work_dir, "ref")
-    ref_pid = int(subprocess.run([os.path.join(BENCH, "start-reference-registry"), str(ref_port), ref_storage],
-                                 capture_output=True, text=True, check=True).stdout.strip())
-    htpasswd = os.path.join(work_dir, "htpasswd")
-    subprocess.run(["htpasswd", "-cbB", "-C", "5", htpasswd, ADMIN, PASSWORD], check=True, capture_output=True)
-    wharf_storage = os.path.join(work_dir, "wharf")
-    def start_wharf():
-        return subprocess.Popen([wharf, "registry", "--storage", wharf_storage, "--listen", f"127.0.0.1:{wharf_port}",
-                                 "--htpasswd", htpasswd], env={**os.environ, "WHARF_LOG": "error"},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    server = start_wharf()
-    auth = "Basic " + base64.b64encode(f"{ADMIN}:{PASSWORD}".encode()).decode()
+def drop_page_cache():
+    """Writes everything out and empties the page cache; False when not allowed (not root)."""
+    subprocess.run(["sync"], check=True)
     try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3")
+        return True
+    except OSError:
+        return False
+
+
+class Wharf:
+    def __init__(self, binary, htpasswd):
+        self.binary, self.htpasswd, self.server, self.port = binary, htpasswd, None, free_port()
+
+    def start(self, storage):
+        self.server = subprocess.Popen([self.binary, "registry", "--storage", storage, "--listen",
+                                        f"127.0.0.1:{self.port}", "--htpasswd", self.htpasswd],
+                                       env={**os.environ, "WHARF_LOG": "error"},
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_up(self.port)
+
+    def stop(self):
+        if self.server:
+            self.server.terminate()
+            self.server.wait(30)
+            self.server = None
+
+    def collect(self, storage, auth, cold):
+        """One online collection on a server started for it; (seconds, peak RSS, report)."""
+        self.start(storage)
+        try:
+            if cold and not drop_page_cache():
+                return None
+            with open(f"/proc/{self.server.pid}/clear_refs", "w") as f:
+                f.write("5")
+            c = Client(self.port, auth)
+            started = time.monotonic()
+            status, _, body = c.request("POST", "/admin/v1/gc", json.dumps({"gracePeriod": "0s"}).encode(),
+                                        {"Content-Type": "application/json"})
+            seconds = time.monotonic() - started
+            assert status == 200, body
+            rss = next(int(line.split()[1]) * 1024 for line in open(f"/proc/{self.server.pid}/status")
+                       if line.startswith("VmHWM:"))
+            return seconds, rss, json.loads(body)
+        finally:
+            self.stop()
+
+
+def distribution_collect(storage, cold):
+    """One offline garbage-collect of a stopped Distribution; (seconds, peak RSS)."""
+    if cold and not drop_page_cache():
+        return None
+    env = {**os.environ, "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": storage}
+    started = time.monotonic()
+    proc = subprocess.Popen(["docker-registry", "garbage-collect", os.path.join(BENCH, "distribution-config.yml")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.monotonic() - started
+    assert status == 0, f"garbage-collect exited {status}"
+    return seconds, usage.ru_maxrss * 1024
+
+
+def main():
+    disk_dir = tempfile.mkdtemp(prefix="wharf-bench-gc-")
+    # tmpfs for the in-memory runs (and the fast pushes); the disk alone when there is none.
+    memory_dir = tempfile.mkdtemp(prefix="wharf-bench-gc-", dir="/dev/shm") if os.path.isdir("/dev/shm") else None
+    push_dir = memory_dir or disk_dir
+    binary = subprocess.run([os.path.join(REPO, "e2e/tools/build-static.sh")], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    htpasswd = os.path.join(disk_dir, "htpasswd")
+    subprocess.run(["htpasswd", "-cbB", "-C", "5", htpasswd, ADMIN, PASSWORD], check=True, capture_output=True)
+    auth = "Basic " + base64.b64encode(f"{ADMIN}:{PASSWORD}".encode()).decode()
+    stores = {name: os.path.join(push_dir, name) for name in ("ref", "wharf")}
+    ref_port = free_port()
+    ref_pid = int(subprocess.run([os.path.join(BENCH, "start-reference-registry"), str(ref_port), stores["ref"]],
+                                 capture_output=True, text=True, check=True).stdout.strip())
+    wharf = Wharf(binary, htpasswd)
+    results = {}
+    try:
+        wharf.start(stores["wharf"])
         wait_up(ref_port)
-        wait_up(wharf_port)
         work = plan()
         started = time.monotonic()
         ref_digests = populate(ref_port, None, work)
         print(f"distribution populated in {time.monotonic() - started:.0f}s", file=sys.stderr)
         started = time.monotonic()
-        wharf_digests = populate(wharf_port, auth, work)
+        wharf_digests = populate(wharf.port, auth, work)
         print(f"wharf populated in {time.monotonic() - started:.0f}s", file=sys.stderr)
         assert ref_digests == wharf_digests, "the two registries computed different manifest digests"
         delete_quarter(ref_port, None, work, ref_digests)
-        delete_quarter(wharf_port, auth, work, wharf_digests)
-        ref_before = distribution_blobs(ref_storage)
-        wharf_before = count_blobs(os.path.join(wharf_storage, "blobs"))
-
-        # Distribution: offline, as its garbage-collect requires.
+        delete_quarter(wharf.port, auth, work, wharf_digests)
         os.kill(ref_pid, signal.SIGTERM)
+        wharf.stop()
         time.sleep(1)
-        env = {**os.environ, "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": ref_storage}
-        started = time.monotonic()
-        proc = subprocess.Popen(["docker-registry", "garbage-collect", os.path.join(BENCH, "distribution-config.yml")],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        ref_seconds = time.monotonic() - started
-        assert status == 0, f"garbage-collect exited {status}"
-        ref_rss = usage.ru_maxrss * 1024
-        ref_after = distribution_blobs(ref_storage)
+        before = (distribution_blobs(stores["ref"]), count_blobs(os.path.join(stores["wharf"], "blobs")))
 
-        # wharf: online, through the admin API. The server is restarted first, as Distribution's
-        # garbage-collect is a fresh process: the peak RSS is then the collection's (plus what
-        # serving needs), not what the allocator kept from 120,000 uploads.
-        server.terminate()
-        server.wait(30)
-        server = start_wharf()
-        wait_up(wharf_port)
-        with open(f"/proc/{server.pid}/clear_refs", "w") as f:
-            f.write("5")
-        c = Client(wharf_port, auth)
-        started = time.monotonic()
-        status, _, body = c.request("POST", "/admin/v1/gc", json.dumps({"gracePeriod": "0s"}).encode(),
-                                    {"Content-Type": "application/json"})
-        wharf_seconds = time.monotonic() - started
-        assert status == 200, body
-        report = json.loads(body)
-        wharf_rss = next(int(line.split()[1]) * 1024 for line in open(f"/proc/{server.pid}/status")
-                         if line.startswith("VmHWM:"))
-        wharf_after = count_blobs(os.path.join(wharf_storage, "blobs"))
-        assert wharf_after == ref_after, f"wharf kept {wharf_after} blobs, Distribution {ref_after}"
+        # Identical copies on the disk first: the in-memory runs consume the originals.
+        scenarios = [("in memory", stores, False)] if memory_dir else []
+        if memory_dir:
+            on_disk = {name: os.path.join(disk_dir, name) for name in stores}
+            for name in stores:
+                subprocess.run(["cp", "-a", stores[name], on_disk[name]], check=True)
+            scenarios.append(("on disk, cold cache", on_disk, True))
+        else:
+            scenarios.append(("on disk, cold cache", stores, True))
+        for label, where, cold in scenarios:
+            ref = distribution_collect(where["ref"], cold)
+            own = wharf.collect(where["wharf"], auth, cold)
+            if ref is None or own is None:
+                print(f"{label}: skipped (the page cache cannot be dropped without root)", file=sys.stderr)
+                continue
+            after = (distribution_blobs(where["ref"]), count_blobs(os.path.join(where["wharf"], "blobs")))
+            assert after[0] == after[1], f"{label}: wharf kept {after[1]} blobs, Distribution {after[0]}"
+            results[label] = (ref, own, after)
+            print(f"{label}: Distribution {ref[0]:.2f}s, wharf {own[0]:.2f}s", file=sys.stderr)
     finally:
-        server.terminate()
-        server.wait(30)
+        wharf.stop()
         try:
             os.kill(ref_pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        shutil.rmtree(work_dir, ignore_errors=True)
+        shutil.rmtree(disk_dir, ignore_errors=True)
+        if memory_dir:
+            shutil.rmtree(memory_dir, ignore_errors=True)
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
-    mib = lambda b: f"{b / 1048576:.1f} MiB"
-    rows = [
-        ("blobs before / after", f"{ref_before} / {ref_after}", f"{wharf_before} / {wharf_after}", ""),
-        ("wall time of the collection", f"{ref_seconds:.2f} s", f"{wharf_seconds:.2f} s",
-         f"{ref_seconds / wharf_seconds:.1f}× faster (target ≥ 5×)"),
-        ("peak RSS during the collection", mib(ref_rss), mib(wharf_rss),
-         f"{wharf_rss / ref_rss:.2f}× (target ≤ 0.5×)"),
-        ("registry available during the collection", "no (offline)", "yes (online)", ""),
-    ]
+    mib = lambda b: f"{b / 1048576:.1f} MiB"  # noqa: E731
+    after = next(iter(results.values()))[2]
+    rows = [("blobs before / after", f"{before[0]} / {after[0]}", f"{before[1]} / {after[1]}", "")]
+    for label, ((ref_s, ref_rss), (own_s, own_rss, _), _) in results.items():
+        rows += [(f"{label}: wall time", f"{ref_s:.2f} s", f"{own_s:.2f} s",
+                  f"{ref_s / own_s:.1f}× faster (target ≥ 5×)"),
+                 (f"{label}: peak RSS", mib(ref_rss), mib(own_rss), f"{own_rss / ref_rss:.2f}× (target ≤ 0.5×)")]
+    rows.append(("registry available during the collection", "no (offline)", "yes (online)", ""))
+    reports = "; ".join(f"{label}: {json.dumps(r[1][2])}" for label, r in results.items())
     lines = ["## Garbage collection", "",
              f"Produced by `make bench-gc` (e2e/bench/gc.py) on {stamp}: {BLOBS} blobs and {MANIFESTS} manifests",
              f"in {REPOSITORIES} repositories pushed over HTTP to Distribution (`docker-registry`, the reference) and",
-             "to wharf (static release build), then a quarter of the manifests deleted through the API.",
+             "to wharf (static release build), then a quarter of the manifests deleted through the API. Each",
+             "collector then runs on identical copies of its store: in memory (tmpfs: the collectors' own work)",
+             "and on disk with the page cache dropped right before it (a store larger than memory; on these VMs",
+             "the host reclaims the page cache within minutes, so \"as the pushes left it\" is no defined state).",
              "Distribution: `docker-registry garbage-collect` with the server stopped (it has no online mode);",
-             "peak RSS is that process's. wharf: `POST /admin/v1/gc` while serving, grace period 0, on a server",
-             "restarted after the pushes (as Distribution's collector is a fresh process); peak RSS is the whole",
-             f"server's, reset just before. wharf's report: {json.dumps(report)}.", "",
+             "peak RSS is that process's. wharf: `POST /admin/v1/gc` while serving, grace period 0, on a freshly",
+             "started server; peak RSS is the whole server's, reset just before the run.", "",
              "| measurement | Distribution | wharf | ratio |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    lines += ["", f"wharf's reports: {reports}."]
     write_section(BEGIN, END, lines)
 
 
