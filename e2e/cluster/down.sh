@@ -72,9 +72,40 @@ cleanup_iptables() {
 cleanup_iptables iptables
 cleanup_iptables ip6tables
 
+# CNI plugins still running for our pods: an ADD in flight when containerd stopped outlives it,
+# and the bridge plugin would create the bridge again after it is deleted below. They are
+# recognised by the pod network namespace in their CNI_NETNS.
+kill_cni_plugins() {
+    local ours; ours=$(pod_netns)
+    [ -n "$ours" ] || return 0
+    local environ pid netns
+    for environ in /proc/[0-9]*/environ; do
+        netns=$(tr '\0' '\n' <"$environ" 2>/dev/null | sed -n 's/^CNI_NETNS=//p')
+        [ -n "$netns" ] || continue
+        grep -qxF "$(basename "$netns")" <<<"$ours" || continue
+        pid=${environ#/proc/}; pid=${pid%/environ}
+        kill -9 "$pid" 2>/dev/null
+    done
+}
+kill_cni_plugins
+
 for ns in $(pod_netns); do ip netns delete "$ns" 2>/dev/null; done
+# Deleted until it stays gone: a plugin that was between our scan and its own exit could still
+# recreate it once.
 if [ -f "$state/bridge.created" ]; then
-    ip link delete "$(cat "$state/bridge.created")" 2>/dev/null
+    bridge=$(cat "$state/bridge.created")
+    gone=0
+    for _ in $(seq 1 40); do
+        if ip link show "$bridge" >/dev/null 2>&1; then
+            ip link delete "$bridge" 2>/dev/null
+            gone=0
+        else
+            gone=$((gone + 1))
+            [ "$gone" -ge 4 ] && break
+        fi
+        sleep 0.25
+    done
+    ip link show "$bridge" >/dev/null 2>&1 && say "WARNING: bridge $bridge could not be removed"
 fi
 [ -f "$state/ip_forward.orig" ] && cat "$state/ip_forward.orig" >/proc/sys/net/ipv4/ip_forward
 
