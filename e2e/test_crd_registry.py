@@ -1,5 +1,7 @@
-"""The Registry CRD on a real API server: it installs, `kubectl explain` reads its descriptions,
-valid specs are accepted, and invalid ones are rejected with the CEL rule's message."""
+"""The Registry and RetentionPolicy CRDs on a real API server: they install, `kubectl explain` reads
+their descriptions, valid specs (and the samples) are accepted, invalid ones are rejected with the
+CEL rule's message, and the printer columns show. The unit tables check the same rules with kube's
+CEL evaluator; this checks that the API server agrees."""
 
 import json
 import os
@@ -9,6 +11,7 @@ import pytest
 from support.procs import REPO
 
 CRDS = os.path.join(REPO, "crds")
+SAMPLES = os.path.join(REPO, "config", "samples")
 
 INVALID = [
     ({"storage": {}}, "storage needs exactly one of persistentVolume, emptyDir or s3"),
@@ -27,7 +30,7 @@ def registry_crd(cluster):
     # Every wharf CRD, so that the `wharf` category resolves to kinds that exist.
     cluster.kubectl("apply", "--server-side", "--field-manager=wharf-e2e", "-k", CRDS)
     cluster.kubectl("wait", "--for=condition=Established", "crd/registries.wharf.dev",
-                    "crd/imagepullcredentials.wharf.dev", "--timeout=60s")
+                    "crd/imagepullcredentials.wharf.dev", "crd/retentionpolicies.wharf.dev", "--timeout=60s")
     yield
     # No controller runs here: leave the cluster as it was.
     cluster.kubectl("delete", "-k", CRDS, "--ignore-not-found", "--wait=false", check=False)
@@ -71,3 +74,64 @@ def test_storage_cannot_change_after_creation(cluster, namespace, registry_crd):
         assert p.returncode != 0 and message in p.stderr, p.stderr
     # The volume's deletion policy is not part of the claim, so it may change.
     cluster.apply(registry({"storage": {"persistentVolume": {"size": "1Gi", "deletionPolicy": "Delete"}}}, name="fixed"), namespace)
+
+
+REGISTRY_REF = {"name": "main"}
+ENDPOINT = {"url": "https://registry.example.org", "credentialsSecretRef": {"name": "upstream"}}
+INVALID_POLICIES = [
+    ({"keep": [{"tags": ["v*"]}]}, "choose exactly one of registryRef"),
+    ({"registryRef": REGISTRY_REF, "endpoint": ENDPOINT}, "choose exactly one of registryRef"),
+    ({"endpoint": ENDPOINT, "keep": [{"tags": ["**"], "pulledWithin": "30d"}]}, "does not say when tags were pushed or pulled"),
+    ({"endpoint": ENDPOINT, "untagged": {"delete": True}}, "untagged manifests can only be found in a wharf Registry"),
+    ({"endpoint": ENDPOINT, "runGarbageCollection": True}, "runGarbageCollection needs registryRef"),
+    ({"endpoint": {"url": "https://r.example.org/v2/"}}, "without a path"),
+    ({"registryRef": REGISTRY_REF, "schedule": "every night"}, "schedule must be a cron expression"),
+    ({"registryRef": REGISTRY_REF, "timeZone": "UTC"}, "timeZone only applies with a schedule"),
+    ({"registryRef": REGISTRY_REF, "keep": [{"pushedWithin": "a week"}]}, "pushedWithin must be a duration"),
+    ({"registryRef": REGISTRY_REF, "keep": [{"tags": ["**"], "newest": 1, "mostRecentlyPushed": 2}]}, "newest or mostRecentlyPushed, not both"),
+    ({"registryRef": REGISTRY_REF, "safety": {"maxDeletionsPerRun": 0}}, "maxDeletionsPerRun is at least 1"),
+    ({"registryRef": REGISTRY_REF, "repositories": ["CI Builds"]}, "repositories are globs"),
+]
+
+
+def retention_policy(spec, name="p"):
+    return json.dumps({"apiVersion": "wharf.dev/v1alpha1", "kind": "RetentionPolicy", "metadata": {"name": name}, "spec": spec})
+
+
+def test_retention_policy_sample_and_full_spec_are_accepted(cluster, namespace, registry_crd):
+    cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", os.path.join(SAMPLES, "retentionpolicy.yaml"))
+    full = {"registryRef": REGISTRY_REF, "repositories": ["ci/**"], "excludeRepositories": ["ci/golden-*"],
+            "keep": [{"tags": ["v*.*.*"]}, {"tags": ["**"], "mostRecentlyPushed": 10}, {"tags": ["**"], "pulledWithin": "720h"},
+                     {"tagRegex": "^main-[0-9a-f]{7}$", "pushedWithin": "168h"}, {"semver": ">=1.0.0 <2", "newest": 3}],
+            "untagged": {"delete": True, "olderThan": "24h"}, "protect": {"tags": ["latest"], "inUseByCluster": True},
+            "safety": {"dryRun": False, "maxDeletionsPerRun": 500, "minTagsPerRepository": 1}, "referrers": "Keep",
+            "schedule": "0 2 * * *", "timeZone": "Europe/Berlin", "suspend": True,
+            "history": {"successful": 1, "failed": 2}, "runGarbageCollection": True}
+    endpoint = {"endpoint": ENDPOINT, "keep": [{"tags": ["v*"]}, {"semver": ">=1", "newest": 2}, {"tagRegex": "^rel-"}]}
+    for spec in [full, endpoint]:
+        cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=retention_policy(spec))
+
+
+@pytest.mark.parametrize("spec,message", INVALID_POLICIES, ids=[m for _, m in INVALID_POLICIES])
+def test_invalid_retention_policies_are_rejected_with_the_rule_message(cluster, namespace, registry_crd, spec, message):
+    p = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=retention_policy(spec), check=False)
+    assert p.returncode != 0, f"accepted: {spec}"
+    assert message in p.stderr, p.stderr
+
+
+def test_retention_policy_name_must_fit_the_jobs_it_names(cluster, namespace, registry_crd):
+    p = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-",
+                        input=retention_policy({"registryRef": REGISTRY_REF}, name="a" + "x" * 42), check=False)
+    assert p.returncode != 0 and "at most 42 characters" in p.stderr, p.stderr
+
+
+def test_retention_policy_explain_short_name_and_columns(cluster, namespace, registry_crd):
+    explained = cluster.kubectl("explain", "retentionpolicy.spec.keep").stdout
+    assert "mostRecentlyPushed" in explained and "pulledWithin" in explained, explained
+    cluster.kubectl("apply", "-n", namespace, "-f", "-",
+                    input=retention_policy({"registryRef": REGISTRY_REF, "schedule": "0 4 * * *"}, "shown"))
+    listed = cluster.kubectl("get", "rp", "-n", namespace).stdout
+    header = listed.splitlines()[0].split()
+    assert header[:5] == ["NAME", "READY", "SCHEDULE", "DRY", "RUN"], listed
+    assert "CANDIDATES" in header and "DELETED" in header, listed
+    assert "shown" in listed and "0 4 * * *" in listed, listed
