@@ -40,19 +40,27 @@ def registry(spec, name="r"):
     return json.dumps({"apiVersion": "wharf.dev/v1alpha1", "kind": "Registry", "metadata": {"name": name}, "spec": spec})
 
 
+def accepted(cluster, namespace, document):
+    cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=document)
+
+
+def assert_rejected(cluster, namespace, document, message):
+    p = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=document, check=False)
+    assert p.returncode != 0, f"accepted: {document}"
+    assert message in p.stderr, p.stderr
+
+
 def test_valid_specs_are_accepted(cluster, namespace, registry_crd):
     for spec in [{"storage": {"emptyDir": {}}},
                  {"replicas": 3, "storage": {"s3": {"bucket": "oci", "credentialsSecretRef": {"name": "s3"}}},
                   "tls": {"selfSigned": {}}, "service": {"type": "NodePort", "nodePort": 30555},
                   "garbageCollection": {"schedule": "0 3 * * *", "minBlobAge": "2h"}}]:
-        cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=registry(spec))
+        accepted(cluster, namespace, registry(spec))
 
 
 @pytest.mark.parametrize("spec,message", INVALID, ids=[m for _, m in INVALID])
 def test_invalid_specs_are_rejected_with_the_rule_message(cluster, namespace, registry_crd, spec, message):
-    p = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=registry(spec), check=False)
-    assert p.returncode != 0, f"accepted: {spec}"
-    assert message in p.stderr, p.stderr
+    assert_rejected(cluster, namespace, registry(spec), message)
 
 
 def test_kubectl_explain_and_short_name(cluster, namespace, registry_crd):
@@ -109,20 +117,17 @@ def test_retention_policy_sample_and_full_spec_are_accepted(cluster, namespace, 
             "history": {"successful": 1, "failed": 2}, "runGarbageCollection": True}
     endpoint = {"endpoint": ENDPOINT, "keep": [{"tags": ["v*"]}, {"semver": ">=1", "newest": 2}, {"tagRegex": "^rel-"}]}
     for spec in [full, endpoint]:
-        cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=retention_policy(spec))
+        accepted(cluster, namespace, retention_policy(spec))
 
 
 @pytest.mark.parametrize("spec,message", INVALID_POLICIES, ids=[m for _, m in INVALID_POLICIES])
 def test_invalid_retention_policies_are_rejected_with_the_rule_message(cluster, namespace, registry_crd, spec, message):
-    p = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=retention_policy(spec), check=False)
-    assert p.returncode != 0, f"accepted: {spec}"
-    assert message in p.stderr, p.stderr
+    assert_rejected(cluster, namespace, retention_policy(spec), message)
 
 
 def test_retention_policy_name_must_fit_the_jobs_it_names(cluster, namespace, registry_crd):
-    p = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-",
-                        input=retention_policy({"registryRef": REGISTRY_REF}, name="a" + "x" * 42), check=False)
-    assert p.returncode != 0 and "at most 42 characters" in p.stderr, p.stderr
+    assert_rejected(cluster, namespace, retention_policy({"registryRef": REGISTRY_REF}, name="a" + "x" * 42),
+                    "at most 42 characters")
 
 
 def test_retention_policy_explain_short_name_and_columns(cluster, namespace, registry_crd):

@@ -13,9 +13,9 @@ import uuid
 
 import pytest
 
-from support.oci import Client
-from support.operator import (OPERATOR_NS, admin_credentials, condition, install, kill_hard, leader, operator_pods,
-                              uninstall)
+from support.oci import Client, answers
+from support.operator import (OPERATOR_NS, admin_credentials, condition, kill_hard, leader, operator_fixture,
+                              operator_pods)
 from support.procs import REPO, run
 
 WEBHOOK_CONFIGURATION = "wharf-pull-credentials"
@@ -26,12 +26,7 @@ def suffix():
     return uuid.uuid4().hex[:6]
 
 
-@pytest.fixture(scope="module")
-def operator(cluster, wharf_image):
-    assert wharf_image == "wharf.local/wharf:dev"
-    install(cluster)
-    yield
-    uninstall(cluster, "imagepullcredentials")
+operator = operator_fixture("imagepullcredentials")
 
 
 class Setup:
@@ -59,23 +54,13 @@ def registry(cluster, operator, busybox_image):
     address = f"{ip}:5000"
     cluster.trust_http_registry(address)
     # Ready means the pod is; the Service's cluster IP answers once kube-proxy has caught up.
-    cluster.wait_until("the Service to answer", lambda: answers(address), timeout=60)
+    cluster.wait_until("the Service to answer", lambda: answers(address, 401), timeout=60)
     user, password = admin_credentials(cluster, "main", namespace)
     for repo in ("team-a/app", "team-b/app"):
         run(["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false", "--dest-creds", f"{user}:{password}",
              f"oci-archive:{busybox_image[1]}", f"docker://{address}/{repo}:1"], timeout=300)
     yield Setup(cluster, namespace, address, (user, password))
     cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-
-
-def answers(address):
-    c = Client(address, timeout=2)
-    try:
-        return c.request("GET", "/v2/")[0] == 401
-    except OSError:
-        return False
-    finally:
-        c.close()
 
 
 def credential(name, spec):

@@ -17,8 +17,8 @@ import uuid
 
 import pytest
 
-from support.oci import OCI_MANIFEST, Client, push_signature
-from support.operator import admin_credentials, condition, install, uninstall
+from support.oci import OCI_MANIFEST, Client, answers, push_signature
+from support.operator import admin_credentials, condition, operator_fixture
 from support.procs import run
 
 REPOS = ["ci/api", "ci/web", "ci/worker"]
@@ -30,12 +30,7 @@ IN_USE_BY_POD = ("ci/web", "pr-7")
 IN_USE_BY_TEMPLATE = ("ci/api", "pr-3")
 
 
-@pytest.fixture(scope="module")
-def operator(cluster, wharf_image):
-    assert wharf_image == "wharf.local/wharf:dev"
-    install(cluster)
-    yield
-    uninstall(cluster, "retentionpolicies")
+operator = operator_fixture("retentionpolicies")
 
 
 class History:
@@ -111,7 +106,7 @@ def setup(cluster, operator, busybox_image):
     address = f"{cluster.get('service', 'main', namespace)['spec']['clusterIP']}:5000"
     cluster.trust_http_registry(address)
     admin = admin_credentials(cluster, "main", namespace)
-    cluster.wait_until("the Service to answer", lambda: answers(address), timeout=60)
+    cluster.wait_until("the Service to answer", lambda: answers(address, 200, 401), timeout=60)
     client = Client(address, *admin)
     history = push_history(client, busybox_image[1], address, admin)
     # What the cluster uses: a running Pod (by tag; the kubelet resolves its digest) and a
@@ -131,16 +126,6 @@ def setup(cluster, operator, busybox_image):
     yield namespace, address, client, history
     client.close()
     cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-
-
-def answers(address):
-    probe = Client(address, timeout=2)
-    try:
-        return probe.request("GET", "/v2/")[0] in (200, 401)
-    except OSError:
-        return False
-    finally:
-        probe.close()
 
 
 def policy(name, spec):

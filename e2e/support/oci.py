@@ -83,6 +83,18 @@ class Client:
         return manifest, headers["docker-content-digest"]
 
 
+def answers(address, *statuses):
+    """Whether the registry at `address` answers `GET /v2/` with one of `statuses` (a Service's
+    cluster IP answers only once kube-proxy has caught up)."""
+    probe = Client(address, timeout=2)
+    try:
+        return probe.request("GET", "/v2/")[0] in statuses
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
 def error_code(body):
     return json.loads(body)["errors"][0]["code"]
 

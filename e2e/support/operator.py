@@ -5,6 +5,8 @@ import base64
 import json
 import os
 
+import pytest
+
 from .procs import REPO, parse_prometheus, run
 
 OPERATOR_NS = "wharf-system"
@@ -77,3 +79,17 @@ def uninstall(cluster, *kinds):
                         timeout=180)
     cluster.kubectl("delete", "-k", os.path.join(REPO, "config", "default"), "--ignore-not-found", "--wait=true",
                     "--timeout=120s", check=False, timeout=180)
+
+
+def operator_fixture(*kinds):
+    """A module fixture: the operator installed from config/default for the module's tests, then
+    removed together with the objects of `kinds` (plural resource names) the tests left."""
+
+    @pytest.fixture(scope="module")
+    def operator(cluster, wharf_image):
+        assert wharf_image == "wharf.local/wharf:dev", "config/default names the image `make image` builds"
+        install(cluster)
+        yield
+        uninstall(cluster, *kinds)
+
+    return operator

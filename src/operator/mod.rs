@@ -32,6 +32,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// What a controller's stream yields after reconcile and error_policy have handled a pass: only
+/// the runtime's own events (an object gone before its turn, a watch restarting) reach here.
+async fn log_controller_event<T, E: std::fmt::Display>(result: Result<T, E>) {
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "controller event");
+    }
+}
+
 #[derive(Debug, Default, clap::Args)]
 pub struct OperatorArgs {
     /// Address of the /metrics, /healthz and /readyz endpoints.

@@ -187,10 +187,6 @@ pub async fn run(
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile_timed, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "controller event");
-            }
-        })
+        .for_each(super::log_controller_event)
         .await;
 }
