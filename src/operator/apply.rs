@@ -1,7 +1,15 @@
 //! Apply: server-side apply with the operator's one field manager, skipped when the live object
 //! already has every field we set. That comparison is what makes a reconcile with nothing to do
 //! write nothing, while drift (an edited image, a deleted label) still differs and is repaired.
+//!
+//! A forced apply takes back every field we set, but not a list entry someone else added beside
+//! ours: a hand-edited Service port (5000 -> 5999) is a new entry of the `ports` list-map, owned
+//! by `kubectl-patch`, and applying port 5000 again would merge a second entry named `registry`
+//! (422 Duplicate value). So before such an apply, `ownership::take_over_foreign_entries` hands
+//! the foreign entries of the lists we declare to our manager, and the apply then removes them as
+//! fields we own and no longer set.
 
+use super::ownership::{first_unowned, take_over_foreign_entries};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -21,6 +29,12 @@ pub enum ApplyError {
     },
     #[error("cannot delete {kind} {name}: {source}")]
     Delete {
+        kind: String,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("cannot take over foreign list entries of {kind} {name}: {source}")]
+    TakeOver {
         kind: String,
         name: String,
         source: kube::Error,
@@ -61,11 +75,30 @@ where
     match live {
         Some(live) => {
             let desired_value = to_value(desired)?;
-            match first_difference(&desired_value, &to_value(live)?, "") {
+            let managed = live.meta().managed_fields.as_deref().unwrap_or_default();
+            let drift = first_difference(&desired_value, &to_value(live)?, "")
+                .or_else(|| first_unowned(&desired_value, managed, FIELD_MANAGER));
+            match drift {
                 None => return Ok(Outcome::Unchanged),
                 Some(path) => {
                     tracing::info!(kind = %kind, name = %name, field = %path, "differs from the desired state; applying")
                 }
+            }
+            if let Some(taken) = take_over_foreign_entries(&desired_value, managed, FIELD_MANAGER) {
+                tracing::info!(kind = %kind, name = %name, managers = ?taken.from, "taking over list entries other managers added");
+                // The resourceVersion makes this conditional: an object changed meanwhile is
+                // looked at again rather than given a stale ownership list.
+                let patch = serde_json::json!({"metadata": {
+                    "managedFields": taken.managed_fields,
+                    "resourceVersion": live.meta().resource_version,
+                }});
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(|source| ApplyError::TakeOver {
+                        kind: kind.clone(),
+                        name: name.clone(),
+                        source,
+                    })?;
             }
         }
         None => tracing::info!(kind = %kind, name = %name, "missing; creating"),

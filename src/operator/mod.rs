@@ -16,6 +16,7 @@ pub mod http;
 pub mod job_results;
 pub mod leader;
 pub mod metrics;
+pub mod ownership;
 pub mod pullcredential;
 pub mod registry;
 pub mod retention;
