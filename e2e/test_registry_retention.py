@@ -53,8 +53,15 @@ def test_retention_dry_run_real_run_and_safety_limit(wharf_bin, tmp_path):
         }
         expected = sorted([digests["main-1"], digests["main-2"], digests["main-3"], digests["pr-1"], untagged, signature])
         summary, report = run_retention(wharf_bin, registry, policy, tmp_path, in_use=[digests["pr-2"]])
-        assert summary["dryRun"] is True and summary["manifestsToDelete"] == 6 and summary["tagsToDelete"] == 0, summary
-        assert report == [{"repository": REPO, "tags": [], "manifests": expected}]
+        assert summary["dryRun"] is True and summary["manifestsToDelete"] == 6 and summary["tagsToDelete"] == 4, summary
+        [entry] = report
+        assert entry["repository"] == REPO
+        assert sorted(m["digest"] for m in entry["manifests"]) == expected
+        not_recent = "keep[1] selects it, but it is not among the 2 most recently pushed"
+        assert entry["tags"] == [{"tag": t, "digest": digests[t], "reason": not_recent} for t in ["main-1", "main-2", "main-3"]] \
+            + [{"tag": "pr-1", "digest": digests["pr-1"], "reason": "no keep rule selects it"}], entry["tags"]
+        reasons = {m["digest"]: m["reason"] for m in entry["manifests"]}
+        assert reasons[untagged] == "untagged" and reasons[signature] == f"its subject {digests['pr-1']} is deleted", reasons
         for tag in ["main-1", "pr-1"]:
             assert c.request("HEAD", f"/v2/{REPO}/manifests/{tag}", headers={"Accept": OCI_MANIFEST})[0] == 200, "a dry run deleted"
 
@@ -65,7 +72,9 @@ def test_retention_dry_run_real_run_and_safety_limit(wharf_bin, tmp_path):
         assert c.request("HEAD", f"/v2/{REPO}/manifests/main-1", headers={"Accept": OCI_MANIFEST})[0] == 200
 
         real, _ = run_retention(wharf_bin, registry, {**policy, "safety": {"dryRun": False}}, tmp_path, in_use=[digests["pr-2"]])
-        assert real["manifestsDeleted"] == 6, real
+        assert real["manifestsDeleted"] == 6 and real["tagsDeleted"] == 4, real
+        status, _, body = c.request("GET", f"/v2/{REPO}/tags/list")
+        assert sorted(json.loads(body)["tags"]) == ["latest", "main-4", "main-5", "pr-2", "v1.0.0", "v1.1.0", "v2.0.0"]
         for digest in expected:
             assert c.request("HEAD", f"/v2/{REPO}/manifests/{digest}", headers={"Accept": OCI_MANIFEST})[0] == 404
         for tag in ["v1.0.0", "v1.1.0", "v2.0.0", "latest", "main-4", "main-5", "pr-2"]:

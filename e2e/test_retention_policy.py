@@ -73,8 +73,9 @@ def push_history(client, busybox_archive, address, admin):
 
 def expected_candidates(client, h):
     """What the policy below deletes, worked out from the registry's own listing: the rules
-    applied by hand, independently of the evaluator."""
-    expected = {}
+    applied by hand, independently of the evaluator. Returns the manifests' digests and the
+    tags (with their digests) per repository, and every tag each repository has now."""
+    expected, tags, before = {}, {}, {}
     for repo in REPOS:
         status, _, body = client.request("GET", f"/admin/v1/manifests?repository={repo}")
         assert status == 200, body
@@ -87,7 +88,15 @@ def expected_candidates(client, h):
         if repo == "ci/api":
             digests.append(h.signatures["pr-1"])
         expected[repo] = sorted(digests)
-    return expected
+        tags[repo] = {t: h.digest[repo, t] for t in doomed}
+        before[repo] = set(pushed)
+    return expected, tags, before
+
+
+def tag_list(client, repo):
+    status, _, body = client.request("GET", f"/v2/{repo}/tags/list")
+    assert status == 200, body
+    return set(json.loads(body)["tags"] or [])
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +170,10 @@ def exists(client, repo, reference):
 
 def test_dry_run_then_requested_real_run_then_garbage_collection(cluster, setup):
     namespace, address, client, h = setup
-    expected = expected_candidates(client, h)
+    expected, expected_tags, tags_before = expected_candidates(client, h)
     total = sum(len(d) for d in expected.values())
+    total_tags = sum(len(t) for t in expected_tags.values())
+    assert total_tags == len(REPOS) * (MAIN_BUILDS - KEPT_MAIN + PR_BUILDS) - 2, "two PR tags are in use"
     spec = {
         "registryRef": {"name": "main"},
         "repositories": ["ci/**"],
@@ -186,13 +197,25 @@ def test_dry_run_then_requested_real_run_then_garbage_collection(cluster, setup)
     obj = finished_run(cluster, namespace, "ci-cleanup")
     last = obj["status"]["lastRun"]
     assert last["succeeded"] is True and last["dryRun"] is True, last
-    assert last["manifestsToDelete"] == total and last["tagsToDelete"] == 0, (last, total)
+    assert last["manifestsToDelete"] == total and last["tagsToDelete"] == total_tags, (last, total, total_tags)
     assert last["tagsEvaluated"] == len(REPOS) * (len(RELEASES) + MAIN_BUILDS + PR_BUILDS + 1), last
     assert condition(obj, "LastRunSucceeded")["reason"] == "DryRunCompleted"
     report = cluster.get("configmap", last["reportConfigMapRef"]["name"], namespace)
     candidates = json.loads(report["data"]["candidates.json"])
     assert candidates["truncated"] is False
-    assert {c["repository"]: sorted(c["manifests"]) for c in candidates["candidates"]} == expected
+    assert {c["repository"]: sorted(m["digest"] for m in c["manifests"]) for c in candidates["candidates"]} == expected
+    # Every tag that goes, with its digest and the rule that let it go; the counts agree.
+    assert {c["repository"]: {t["tag"]: t["digest"] for t in c["tags"]} for c in candidates["candidates"]} \
+        == expected_tags
+    reasons = {t["tag"]: t["reason"] for c in candidates["candidates"] for t in c["tags"]}
+    assert all(r.startswith("keep[1] selects it, but it is not among the 5 most recently pushed")
+               for t, r in reasons.items() if t.startswith("main-")), reasons
+    assert all(r == "no keep rule selects it" for t, r in reasons.items() if t.startswith("pr-")), reasons
+    assert sum(len(c["tags"]) for c in candidates["candidates"]) == last["tagsToDelete"]
+    assert sum(len(c["manifests"]) for c in candidates["candidates"]) == last["manifestsToDelete"]
+    printed = cluster.kubectl("get", "retentionpolicy", "ci-cleanup", "-n", namespace, "--no-headers",
+                              "-o", "custom-columns=C:.status.lastRun.tagsToDelete").stdout.strip()
+    assert printed == str(total_tags), "the Candidates column shows the tags that go"
     assert report["metadata"]["ownerReferences"][0]["name"] == "ci-cleanup"
     for repo, digests in expected.items():
         assert all(exists(client, repo, d) for d in digests), f"a dry run deleted in {repo}"
@@ -203,9 +226,13 @@ def test_dry_run_then_requested_real_run_then_garbage_collection(cluster, setup)
     obj = finished_run(cluster, namespace, "ci-cleanup", after=dry_job)
     last = obj["status"]["lastRun"]
     assert last["succeeded"] is True and last["dryRun"] is False, last
-    assert last["manifestsDeleted"] == total, (last, total)
+    assert last["manifestsDeleted"] == total and last["tagsDeleted"] == total_tags, (last, total, total_tags)
     for repo, digests in expected.items():
         assert not any(exists(client, repo, d) for d in digests), f"a candidate survived in {repo}"
+    # Exactly what the dry run listed is gone from the tag lists, and nothing else.
+    for repo in REPOS:
+        assert tag_list(client, repo) == tags_before[repo] - set(expected_tags[repo]), repo
+    assert IN_USE_BY_POD[1] in tag_list(client, IN_USE_BY_POD[0]), "the tag a running Pod uses stays"
     for repo in REPOS:
         for tag in RELEASES + ["latest"]:
             status, headers, body = client.request("GET", f"/v2/{repo}/manifests/{tag}", headers={"Accept": OCI_MANIFEST})

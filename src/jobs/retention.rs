@@ -268,7 +268,7 @@ pub async fn run(args: RetentionArgs) -> Result<(), JobError> {
         "dryRun": dry_run,
         "repositories": decisions.len(),
         "tagsEvaluated": decisions.iter().map(|(_, d)| d.tags_evaluated).sum::<usize>(),
-        "tagsToDelete": decisions.iter().map(|(_, d)| d.delete_tags.len()).sum::<usize>(),
+        "tagsToDelete": decisions.iter().map(|(_, d)| d.tags.len()).sum::<usize>(),
         "manifestsToDelete": decisions.iter().map(|(_, d)| d.delete_manifests.len()).sum::<usize>(),
         "tagsDeleted": 0,
         "manifestsDeleted": 0,
@@ -276,7 +276,7 @@ pub async fn run(args: RetentionArgs) -> Result<(), JobError> {
     let candidates: Vec<serde_json::Value> = decisions
         .iter()
         .filter(|(_, d)| d.deletions() > 0)
-        .map(|(repo, d)| serde_json::json!({"repository": repo, "tags": d.delete_tags, "manifests": d.delete_manifests}))
+        .map(|(repo, d)| serde_json::json!({"repository": repo, "tags": d.tags, "manifests": d.manifests}))
         .collect();
     if let Some(report_path) = &args.report {
         std::fs::write(
@@ -325,8 +325,9 @@ struct Deleted {
     errors: Vec<String>,
 }
 
-/// Deletes tags first (so a manifest never loses a tag that should stay), then manifests; one
-/// refusal (a registry that cannot delete a tag alone, say) does not stop the rest.
+/// Deletes tags first (so a manifest never loses a tag that should stay), then manifests with
+/// the tags that point at them; one refusal (a registry that cannot delete a tag alone, say)
+/// does not stop the rest.
 async fn delete(
     registry: &crate::admin_client::AdminClient,
     decisions: &[(String, Decision)],
@@ -345,7 +346,8 @@ async fn delete(
                 Err(e) => done.errors.push(format!("{repo}:{tag}: {e}")),
             }
         }
-        for digest in &d.delete_manifests {
+        for manifest in &d.manifests {
+            let digest = &manifest.digest;
             match registry
                 .delete_path(
                     "delete a manifest",
@@ -353,7 +355,12 @@ async fn delete(
                 )
                 .await
             {
-                Ok(existed) => done.manifests += existed as usize,
+                // Its tags go with it: they count as deleted tags, as the report listed them.
+                Ok(true) => {
+                    done.manifests += 1;
+                    done.tags += manifest.tags.len();
+                }
+                Ok(false) => {}
                 Err(e) => done.errors.push(format!("{repo}@{digest}: {e}")),
             }
         }

@@ -13,13 +13,33 @@ pub enum EvalError {
     Semver(#[from] RangeError),
 }
 
+/// A tag the run removes: the manifest it points at, and why no rule kept it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TagCandidate {
+    pub tag: String,
+    pub digest: String,
+    pub reason: String,
+}
+
+/// A manifest the run deletes, with the tags that go with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ManifestCandidate {
+    pub digest: String,
+    pub tags: Vec<String>,
+    pub reason: String,
+}
+
 /// What a run deletes in one repository, and why the rest stays.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Decision {
-    /// Tags removed from manifests that keep other tags.
+    /// Tags removed from manifests that keep other tags (one delete each).
     pub delete_tags: Vec<String>,
-    /// Manifests deleted with all their tags, by digest.
+    /// Manifests deleted with all their tags, by digest (one delete each).
     pub delete_manifests: Vec<String>,
+    /// Every tag that goes, whether alone or with its manifest, by tag: what a report lists.
+    pub tags: Vec<TagCandidate>,
+    /// Every manifest that goes, by digest.
+    pub manifests: Vec<ManifestCandidate>,
     /// Surviving tags and the first reason each survives.
     pub kept: BTreeMap<String, &'static str>,
     pub tags_evaluated: usize,
@@ -63,6 +83,39 @@ impl<'a> CompiledRule<'a> {
                 .semver
                 .as_ref()
                 .is_none_or(|range| version_of(tag).is_some_and(|v| range.matches(&v)))
+    }
+
+    /// Why this rule did not keep `t`, if it selects it at all.
+    fn passed_over(&self, index: usize, t: &Tagged, now: u64) -> Option<String> {
+        if !self.selects(t.tag) {
+            return None;
+        }
+        let rule = format!("keep[{index}] selects it, but");
+        let older = |at: u64, d: std::time::Duration| at + d.as_secs() < now;
+        if let Some(d) = self.rule.pushed_within
+            && older(t.manifest.pushed_at, d)
+        {
+            return Some(format!("{rule} it was pushed more than {} ago", span(d)));
+        }
+        if let Some(d) = self.rule.pulled_within
+            && t.manifest.last_pulled_at.is_none_or(|at| older(at, d))
+        {
+            return Some(format!("{rule} it was not pulled in the last {}", span(d)));
+        }
+        if let Some(n) = self.rule.most_recently_pushed {
+            return Some(format!(
+                "{rule} it is not among the {n} most recently pushed"
+            ));
+        }
+        if let Some(n) = self.rule.newest {
+            let which = if self.semver.is_some() {
+                "highest versions"
+            } else {
+                "most recently pushed"
+            };
+            return Some(format!("{rule} it is not among the {n} {which}"));
+        }
+        None
     }
 
     /// The tags among `all` this rule keeps.
@@ -199,6 +252,25 @@ pub fn evaluate(
         kept,
         ..Decision::default()
     };
+    let why_not_kept = |t: &Tagged| {
+        rules
+            .iter()
+            .enumerate()
+            .find_map(|(i, rule)| rule.passed_over(i, t, now))
+            .unwrap_or_else(|| match rules.is_empty() {
+                true => "the policy has no keep rules".to_owned(),
+                false => "no keep rule selects it".to_owned(),
+            })
+    };
+    for t in &tagged {
+        if !decision.kept.contains_key(t.tag) {
+            decision.tags.push(TagCandidate {
+                tag: t.tag.to_owned(),
+                digest: t.manifest.digest.clone(),
+                reason: why_not_kept(t),
+            });
+        }
+    }
     for m in listing {
         if staying.contains(m.digest.as_str()) {
             decision.delete_tags.extend(
@@ -207,13 +279,40 @@ pub fn evaluate(
                     .filter(|t| !decision.kept.contains_key(*t))
                     .cloned(),
             );
-        } else {
-            decision.delete_manifests.push(m.digest.clone());
+            continue;
         }
+        let reason = match (&m.subject, m.tags.is_empty(), policy.untagged_older_than) {
+            (_, false, _) => "none of its tags is kept".to_owned(),
+            (Some(subject), true, _) => format!("its subject {subject} is deleted"),
+            (None, true, Some(age)) if age.as_secs() > 0 => {
+                format!("untagged for more than {}", span(age))
+            }
+            (None, true, _) => "untagged".to_owned(),
+        };
+        decision.delete_manifests.push(m.digest.clone());
+        decision.manifests.push(ManifestCandidate {
+            digest: m.digest.clone(),
+            tags: m.tags.clone(),
+            reason,
+        });
     }
     decision.delete_tags.sort();
     decision.delete_manifests.sort();
+    decision.tags.sort_by(|a, b| a.tag.cmp(&b.tag));
+    decision.manifests.sort_by(|a, b| a.digest.cmp(&b.digest));
     Ok(decision)
+}
+
+/// A duration as a policy writes it: `7d`, `168h` → `7d`, `90m`, `45s`.
+fn span(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "0s".to_owned(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 #[cfg(test)]

@@ -360,6 +360,28 @@ fn property_nothing_kept_protected_or_in_use_is_ever_deleted() {
             .collect();
         let d = evaluate(&listing, &policy, &in_use, NOW).unwrap();
         let gone = deleted_tags(&listing, &d);
+        // The report lists exactly what the run deletes, each tag with its own digest.
+        let listed: BTreeSet<String> = d.tags.iter().map(|c| c.tag.clone()).collect();
+        assert_eq!(
+            listed, gone,
+            "seed {seed}: the report differs from the deletions"
+        );
+        assert_eq!(
+            listed.len(),
+            d.tags.len(),
+            "seed {seed}: a tag listed twice"
+        );
+        for c in &d.tags {
+            let m = listing.iter().find(|m| m.tags.contains(&c.tag)).unwrap();
+            assert_eq!(c.digest, m.digest, "seed {seed}");
+            assert!(!c.reason.is_empty());
+        }
+        let manifests: Vec<&String> = d.manifests.iter().map(|c| &c.digest).collect();
+        assert_eq!(
+            manifests,
+            d.delete_manifests.iter().collect::<Vec<_>>(),
+            "seed {seed}"
+        );
         for tag in &gone {
             assert!(
                 !d.kept.contains_key(tag),
@@ -401,4 +423,89 @@ fn property_nothing_kept_protected_or_in_use_is_ever_deleted() {
             "seed {seed}: below the minimum"
         );
     }
+}
+
+#[test]
+fn the_report_names_every_tag_that_goes_with_its_digest_and_the_rule_that_let_it_go() {
+    // Twelve tags, five kept: the candidates are the other seven, not zero.
+    let listing: Vec<Manifest> = (0..12)
+        .map(|n| {
+            m(
+                &format!("d{n:02}"),
+                &[&format!("build-{n:02}")],
+                12 - n,
+                None,
+            )
+        })
+        .collect();
+    let policy = Policy {
+        keep: vec![rule(|r| {
+            r.tags = vec!["build-*".into()];
+            r.most_recently_pushed = Some(5);
+        })],
+        ..Policy::default()
+    };
+    let d = evaluate(&listing, &policy, &HashSet::new(), NOW).unwrap();
+    assert_eq!(d.tags.len(), 7);
+    assert_eq!(d.manifests.len(), 7);
+    assert_eq!(
+        d.delete_tags,
+        Vec::<String>::new(),
+        "they go with their manifests"
+    );
+    assert_eq!(d.tags[0].tag, "build-00");
+    assert_eq!(d.tags[0].digest, "sha256:d00");
+    assert_eq!(
+        d.tags[0].reason,
+        "keep[0] selects it, but it is not among the 5 most recently pushed"
+    );
+    assert_eq!(d.manifests[0].tags, ["build-00"]);
+    assert_eq!(d.manifests[0].reason, "none of its tags is kept");
+
+    let reasons = |policy: &Policy| -> BTreeMap<String, String> {
+        evaluate(&history(), policy, &HashSet::new(), NOW)
+            .unwrap()
+            .tags
+            .into_iter()
+            .map(|c| (c.tag, c.reason))
+            .collect()
+    };
+    let policy = Policy {
+        keep: vec![
+            rule(|r| r.tags = vec!["v*".into()]),
+            rule(|r| {
+                r.tag_regex = Some("^main-".into());
+                r.pushed_within = Some(Duration::from_secs(7 * DAY));
+            }),
+            rule(|r| {
+                r.tags = vec!["pr-*".into()];
+                r.pulled_within = Some(Duration::from_secs(DAY));
+            }),
+        ],
+        untagged_older_than: Some(Duration::from_secs(DAY)),
+        ..Policy::default()
+    };
+    let r = reasons(&policy);
+    assert_eq!(
+        r["main-1111111"],
+        "keep[1] selects it, but it was pushed more than 7d ago"
+    );
+    assert_eq!(
+        r["pr-18"],
+        "keep[2] selects it, but it was not pulled in the last 1d"
+    );
+    assert_eq!(r["stable"], "no keep rule selects it");
+    assert!(!r.contains_key("v1.0.0") && !r.contains_key("main-3333333"));
+    let d = evaluate(&history(), &policy, &HashSet::new(), NOW).unwrap();
+    let u1 = d
+        .manifests
+        .iter()
+        .find(|c| c.digest == "sha256:u1")
+        .unwrap();
+    assert_eq!(u1.reason, "untagged for more than 1d");
+    assert!(r.len() == d.tags.len());
+    assert_eq!(
+        reasons(&Policy::default())["v1.0.0"],
+        "the policy has no keep rules"
+    );
 }
