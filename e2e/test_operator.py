@@ -5,7 +5,6 @@ nothing when nothing changed, cleans up after itself, and survives losing its le
 
 import json
 import os
-import re
 import subprocess
 import tarfile
 import time
@@ -14,6 +13,7 @@ import pytest
 
 from support.operator import (OPERATOR_NS, admin_credentials, condition, holder, install, kill_hard, leader, metrics,
                               operator_pods, uninstall, writes)
+from support.kube import PortForward
 from support.oci import Client
 from support.procs import REPO, run
 
@@ -80,29 +80,6 @@ def apply_sample(cluster, namespace, **spec_changes):
     doc["metadata"].pop("namespace", None)
     doc["spec"].update(spec_changes)
     return cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=json.dumps(doc))
-
-
-class PortForward:
-    """`kubectl port-forward svc/<name>`: the Service, reachable from this machine on any cluster."""
-
-    def __init__(self, cluster, namespace, service, port=5000):
-        env = {**os.environ, "KUBECONFIG": cluster.kubeconfig}
-        self.proc = subprocess.Popen([cluster.kubectl_bin, "-n", namespace, "port-forward", f"svc/{service}", f"0:{port}"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        deadline = time.monotonic() + 30
-        self.address = None
-        while time.monotonic() < deadline and self.address is None:
-            line = self.proc.stdout.readline()
-            m = re.search(r"127\.0\.0\.1:(\d+)", line or "")
-            if m:
-                self.address = f"127.0.0.1:{m.group(1)}"
-            elif not line and self.proc.poll() is not None:
-                break
-        assert self.address, f"port-forward did not start: {self.proc.stderr.read() if self.proc.poll() is not None else ''}"
-
-    def close(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
 
 
 def skopeo(*args):

@@ -13,6 +13,7 @@ pub mod crd;
 pub mod duration;
 pub mod jobs;
 pub mod logging;
+pub mod node;
 pub mod operator;
 pub mod prometheus;
 pub mod registry;

@@ -21,6 +21,9 @@ enum Command {
     Gc(wharf::jobs::gc::GcArgs),
     /// Run a retention policy once against a wharf registry (a Job's command).
     Retention(wharf::jobs::retention::RetentionArgs),
+    /// Keep containerd's registry host configuration on this node (a Registry's nodeAccess
+    /// DaemonSet).
+    NodeConfig(wharf::node::NodeConfigArgs),
     /// Write the CustomResourceDefinitions generated from the Rust types.
     Crdgen {
         /// Directory to write one YAML file per kind into; without it, print them all.
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         Command::Operator(args) => run_async(wharf::operator::run(args)),
         Command::Gc(args) => run_async(wharf::jobs::gc::run(args)),
         Command::Retention(args) => run_async(wharf::jobs::retention::run(args)),
+        Command::NodeConfig(args) => run_async(wharf::node::run(args)),
         Command::Crdgen { out } => crdgen(out),
     };
     match result {

@@ -3,6 +3,7 @@
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -79,6 +80,29 @@ class Cluster:
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, "hosts.toml"), "w") as f:
             f.write(f'server = "http://{address}"\n\n[host."http://{address}"]\n  capabilities = ["pull", "resolve"]\n')
+
+
+class PortForward:
+    """`kubectl port-forward svc/<name>`: the Service, reachable from this machine on any cluster."""
+
+    def __init__(self, cluster, namespace, service, port=5000):
+        env = {**os.environ, "KUBECONFIG": cluster.kubeconfig}
+        self.proc = subprocess.Popen([cluster.kubectl_bin, "-n", namespace, "port-forward", f"svc/{service}", f"0:{port}"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        deadline = time.monotonic() + 30
+        self.address = None
+        while time.monotonic() < deadline and self.address is None:
+            line = self.proc.stdout.readline()
+            m = re.search(r"127\.0\.0\.1:(\d+)", line or "")
+            if m:
+                self.address = f"127.0.0.1:{m.group(1)}"
+            elif not line and self.proc.poll() is not None:
+                break
+        assert self.address, f"port-forward did not start: {self.proc.stderr.read() if self.proc.poll() is not None else ''}"
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
 
 
 def dockerconfigjson(registry, user, password):

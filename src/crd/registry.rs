@@ -58,6 +58,23 @@ pub struct RegistrySpec {
     /// CPU and memory for each registry pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Let this cluster's own nodes pull from the Registry: a DaemonSet writes containerd's
+    /// `hosts.toml` (and the CA, with `tls.selfSigned`) for the Registry's Service names, which
+    /// containerd on a node can neither resolve nor trust by itself. Needs containerd with
+    /// `config_path` set and a namespace that allows hostPath volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_access: Option<NodeAccessSpec>,
+}
+
+/// How the Registry's node access reaches containerd on the nodes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeAccessSpec {
+    /// containerd's registry configuration directory on the nodes (its CRI `registry.config_path`;
+    /// default `/etc/containerd/certs.d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('/') && !self.contains('..')").message("certsDir must be an absolute path on the node, such as /etc/containerd/certs.d"))]
+    pub certs_dir: Option<String>,
 }
 
 /// The container image of the registry pods.
@@ -283,6 +300,22 @@ pub struct RegistryStatus {
     /// The most recent garbage collection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_garbage_collection: Option<GarbageCollectionRun>,
+    /// Where the nodes' containerd is configured to pull from the Registry (`spec.nodeAccess`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_access: Option<NodeAccessStatus>,
+}
+
+/// What the node access DaemonSet has done.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeAccessStatus {
+    /// The registry host names images can use on the nodes, e.g. `main.registry.svc:5000/app:1`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Nodes that should have the configuration.
+    pub nodes: i32,
+    /// Nodes whose agent has written it and runs.
+    pub configured: i32,
 }
 
 /// Result of one garbage collection run.

@@ -5,10 +5,12 @@
 //! - `build/`: the pure builders (Deployment/StatefulSet, Service, Ingress, ...)
 //! - `stores.rs`: watches and caches of the children
 //! - `reconcile.rs`: fetch → build → apply → status
+//! - `diagnose.rs`: why a rollout does not progress (claims, pulls, crashes, scheduling)
 //! - `status.rs`: the status computation
 
 pub mod build;
 pub mod credentials;
+pub mod diagnose;
 pub mod names;
 pub mod reconcile;
 pub mod status;
@@ -158,6 +160,7 @@ pub async fn run(
     let registries = Api::<DeserializeGuard<Registry>>::all(client);
     Controller::new(registries, watcher::Config::default().any_semantic())
         .owns_stream(streams.deployments)
+        .owns_stream(streams.daemon_sets)
         .owns_stream(streams.stateful_sets)
         .owns_stream(streams.services)
         .owns_stream(streams.service_accounts)
@@ -171,6 +174,14 @@ pub async fn run(
             let namespace = job.metadata.namespace.clone()?;
             let registry = job.labels().get("app.kubernetes.io/instance")?.clone();
             Some(kube::runtime::reflector::ObjectRef::new(&registry).within(&namespace))
+        })
+        .watches_stream(streams.pods, |pod| {
+            let (name, namespace) = stores::registry_of(&pod)?;
+            Some(kube::runtime::reflector::ObjectRef::new(&name).within(&namespace))
+        })
+        .watches_stream(streams.claims, |claim| {
+            let (name, namespace) = stores::registry_of(&claim)?;
+            Some(kube::runtime::reflector::ObjectRef::new(&name).within(&namespace))
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile_guarded, error_policy, ctx)

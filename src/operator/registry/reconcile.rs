@@ -3,17 +3,19 @@
 use super::Context;
 use super::build::{BuildError, BuildInputs, Children, Workload, build, dns_names};
 use super::credentials::{CredentialsError, admin_credentials};
+use super::diagnose::{Diagnosis, EventSummary, PendingClaim, diagnose};
 use super::names::ChildNames;
-use super::status::{Problem, WorkloadObservation, compute};
+use super::status::{NodeAccessObservation, Observed, Problem, WorkloadObservation, compute};
 use super::stores::LiveChildren;
 use super::tls::{TlsError, self_signed};
 use crate::crd::registry::{GarbageCollectionRun, Registry, RegistryStatus};
 use crate::operator::apply::{ApplyError, FIELD_MANAGER, Outcome, apply, prune};
 use crate::operator::conditions::{READY, STALLED, is_true};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Event, Pod, Secret};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
@@ -24,6 +26,10 @@ use std::time::Duration;
 const RESYNC: Duration = Duration::from_secs(3600);
 /// How soon to look again for a referenced Secret that does not exist yet.
 const MISSING_REFERENCE_RETRY: Duration = Duration::from_secs(30);
+/// How soon to look again at a claim that is not bound: the events that explain it come from
+/// the provisioner and the binder, which the operator does not watch.
+const PENDING_CLAIM_RETRY: Duration = Duration::from_secs(5);
+const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -37,7 +43,7 @@ pub enum ReconcileError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
-    #[error("cannot read Secret {name}: {source}")]
+    #[error("cannot read {name}: {source}")]
     ReadReference { name: String, source: kube::Error },
     #[error("cannot update the status: {0}")]
     Status(kube::Error),
@@ -85,7 +91,7 @@ async fn check_references(
                 .get_opt(&name)
                 .await
                 .map_err(|source| ReconcileError::ReadReference {
-                    name: name.clone(),
+                    name: format!("Secret {name}"),
                     source,
                 })?;
         let Some(secret) = secret else {
@@ -241,6 +247,33 @@ async fn apply_children(
             "CronJob (garbage collection) deleted".into(),
         ),
     }
+    match &children.node_access {
+        Some(access) => {
+            note(
+                apply(&api!(), &access.config, live.node_access_config.as_deref()).await?,
+                "ConfigMap (node access)".into(),
+            );
+            note(
+                apply(
+                    &api!(),
+                    &access.daemon_set,
+                    live.node_access_daemon_set.as_deref(),
+                )
+                .await?,
+                "DaemonSet (node access)".into(),
+            );
+        }
+        None => {
+            note(
+                prune(&api!(), live.node_access_daemon_set.as_deref(), owner_uid).await?,
+                "DaemonSet (node access) deleted".into(),
+            );
+            note(
+                prune(&api!(), live.node_access_config.as_deref(), owner_uid).await?,
+                "ConfigMap (node access) deleted".into(),
+            );
+        }
+    }
     match &children.pod_disruption_budget {
         Some(p) => note(
             apply(&api!(), p, live.pod_disruption_budget.as_deref()).await?,
@@ -297,6 +330,87 @@ async fn last_garbage_collection(
     Ok(Some(run))
 }
 
+/// The registry's claims that are not bound, with their StorageClass looked up and their newest
+/// event (a warning first). API calls only while a claim is pending.
+async fn pending_claims(
+    ctx: &Context,
+    namespace: &str,
+    live: &LiveChildren,
+) -> Result<Vec<PendingClaim>, ReconcileError> {
+    let read = |what: String| move |source| ReconcileError::ReadReference { name: what, source };
+    let mut pending: Vec<PendingClaim> = live
+        .claims
+        .iter()
+        .filter_map(|c| PendingClaim::of(c))
+        .collect();
+    if pending.is_empty() {
+        return Ok(pending);
+    }
+    let classes: Api<StorageClass> = Api::all(ctx.client.clone());
+    let events: Api<Event> = Api::namespaced(ctx.client.clone(), namespace);
+    for claim in &mut pending {
+        claim.class_exists = Some(match &claim.storage_class {
+            Some(class) => classes
+                .get_opt(class)
+                .await
+                .map_err(read(format!("StorageClass {class}")))?
+                .is_some(),
+            None => classes
+                .list(&ListParams::default())
+                .await
+                .map_err(read("StorageClasses".into()))?
+                .items
+                .iter()
+                .any(|c| {
+                    c.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                        .is_some_and(|v| v == "true")
+                }),
+        });
+        let selector = format!(
+            "involvedObject.kind=PersistentVolumeClaim,involvedObject.name={}",
+            claim.name
+        );
+        let mut found = events
+            .list(&ListParams::default().fields(&selector))
+            .await
+            .map_err(read(format!(
+                "events of PersistentVolumeClaim {}",
+                claim.name
+            )))?
+            .items;
+        found.sort_by_key(|e| {
+            (
+                e.type_.as_deref() == Some("Warning"),
+                e.last_timestamp
+                    .as_ref()
+                    .map(|t| t.0)
+                    .or(e.event_time.as_ref().map(|t| t.0))
+                    .or(e.metadata.creation_timestamp.as_ref().map(|t| t.0)),
+            )
+        });
+        claim.event = found.last().map(|e| EventSummary {
+            warning: e.type_.as_deref() == Some("Warning"),
+            reason: e.reason.clone().unwrap_or_default(),
+            message: e.message.clone().unwrap_or_default(),
+        });
+    }
+    Ok(pending)
+}
+
+/// Why the rollout is stuck, if it is.
+async fn diagnosis(
+    ctx: &Context,
+    namespace: &str,
+    live: &LiveChildren,
+) -> Result<(Option<Diagnosis>, bool), ReconcileError> {
+    let claims = pending_claims(ctx, namespace, live).await?;
+    let pods: Vec<&Pod> = live.pods.iter().map(|p| p.as_ref()).collect();
+    Ok((diagnose(&claims, &pods), !claims.is_empty()))
+}
+
 async fn publish(ctx: &Context, registry: &Registry, type_: EventType, reason: &str, note: String) {
     crate::operator::events::publish(&ctx.recorder, registry, type_, "Reconcile", reason, note)
         .await;
@@ -342,6 +456,27 @@ pub async fn reconcile(
     let mut problem = check_references(&registry, &secrets).await?;
     let now = Timestamp::now();
 
+    let cluster_ip = live
+        .service
+        .as_ref()
+        .and_then(|s| s.spec.as_ref()?.cluster_ip.clone())
+        .filter(|ip| !ip.is_empty() && ip != "None");
+    let self_signed_tls = registry
+        .spec
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.self_signed.is_some());
+    if problem.is_none() && self_signed_tls && live.service.is_none() {
+        // The Service goes first, so the first certificate can already name its cluster IP
+        // (nodes pull by it) instead of rolling the pods for a second one a moment later.
+        let owner = registry
+            .controller_owner_ref(&())
+            .ok_or(ReconcileError::NoNamespace)?;
+        let services = Api::namespaced(ctx.client.clone(), &namespace);
+        apply(&services, &super::build::service(&registry, &owner), None).await?;
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+
     // Prepare and build
     let mut next_check = RESYNC;
     let mut children = None;
@@ -360,7 +495,7 @@ pub async fn reconcile(
                 let tls = self_signed(
                     &namespace,
                     &name,
-                    &dns_names(&registry),
+                    &dns_names(&registry, cluster_ip.as_deref()),
                     live.ca_secret.as_deref(),
                     live.tls_secret.as_deref(),
                     now.as_second(),
@@ -376,6 +511,7 @@ pub async fn reconcile(
             default_image: &ctx.default_image,
             admin: &admin,
             self_signed: tls.as_ref(),
+            cluster_ip: cluster_ip.as_deref(),
         }) {
             Ok(built) => children = Some(built),
             Err(e @ BuildError::S3NotAvailable) => {
@@ -410,11 +546,34 @@ pub async fn reconcile(
 
     // Status
     let last_gc = last_garbage_collection(&ctx, &registry, &namespace, &live).await?;
+    let (stuck, claims_pending) = match &problem {
+        None => diagnosis(&ctx, &namespace, &live).await?,
+        Some(_) => (None, false),
+    };
+    if claims_pending {
+        next_check = next_check.min(PENDING_CLAIM_RETRY);
+    }
+    let workload = observe_workload(&registry, &live);
+    let node_access = match (&registry.spec.node_access, &problem) {
+        (Some(_), None) => Some(NodeAccessObservation::of(
+            children
+                .as_ref()
+                .and_then(|c| c.node_access.as_ref())
+                .map(|n| n.hosts.clone())
+                .unwrap_or_default(),
+            live.node_access_daemon_set.as_deref(),
+        )),
+        _ => None,
+    };
     let mut status = compute(
         &registry,
-        problem.as_ref(),
-        observe_workload(&registry, &live).as_ref(),
-        live.service.as_deref(),
+        &Observed {
+            problem: problem.as_ref(),
+            workload: workload.as_ref(),
+            diagnosis: stuck.as_ref(),
+            service: live.service.as_deref(),
+            node_access: node_access.as_ref(),
+        },
         &Time(now),
     );
     if last_gc.is_some() {
@@ -432,17 +591,19 @@ pub async fn reconcile(
             let note = format!("serving at {}", status.endpoint.clone().unwrap_or_default());
             publish(&ctx, &registry, EventType::Normal, "Ready", note).await;
         }
-        if let Some(p) = &problem
+        let stalled_by = problem
+            .as_ref()
+            .map(|p| (p.reason, p.message.clone()))
+            .or_else(|| {
+                stuck
+                    .as_ref()
+                    .filter(|d| d.stalled && is_true(&status.conditions, STALLED))
+                    .map(|d| (d.reason, d.message.clone()))
+            });
+        if let Some((reason, message)) = stalled_by
             && !is_true(&previous.conditions, STALLED)
         {
-            publish(
-                &ctx,
-                &registry,
-                EventType::Warning,
-                p.reason,
-                p.message.clone(),
-            )
-            .await;
+            publish(&ctx, &registry, EventType::Warning, reason, message).await;
         }
     }
     Ok(Action::requeue(next_check))

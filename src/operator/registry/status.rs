@@ -2,11 +2,12 @@
 //! Pure, like build: the reconcile passes in the observed objects and the clock.
 
 use super::build::{endpoint, replicas};
+use super::diagnose::Diagnosis;
 use super::names::ChildNames;
 use crate::crd::common::LocalObjectReference;
-use crate::crd::registry::{Registry, RegistryStatus};
+use crate::crd::registry::{NodeAccessStatus, Registry, RegistryStatus};
 use crate::operator::conditions::kstatus;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -108,18 +109,65 @@ fn external_endpoint(registry: &Registry, service: Option<&Service>) -> Option<S
 /// A condition's status, reason and message.
 type Verdict = (bool, &'static str, String);
 
-/// The status for `registry`, given a problem that stopped the build (if any), the workload as
-/// observed, and the Service.
-pub fn compute(
-    registry: &Registry,
-    problem: Option<&Problem>,
-    workload: Option<&WorkloadObservation>,
-    service: Option<&Service>,
-    now: &Time,
-) -> RegistryStatus {
+/// The node access DaemonSet, as its controller reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeAccessObservation {
+    pub hosts: Vec<String>,
+    pub nodes: i32,
+    pub configured: i32,
+    pub rolled_out: bool,
+}
+
+impl NodeAccessObservation {
+    /// `daemon_set` is None while it is not created (or not seen) yet.
+    pub fn of(hosts: Vec<String>, daemon_set: Option<&DaemonSet>) -> NodeAccessObservation {
+        let Some(ds) = daemon_set else {
+            return NodeAccessObservation {
+                hosts,
+                ..NodeAccessObservation::default()
+            };
+        };
+        let status = ds.status.clone().unwrap_or_default();
+        let nodes = status.desired_number_scheduled;
+        NodeAccessObservation {
+            hosts,
+            nodes,
+            configured: status.number_ready,
+            rolled_out: status.observed_generation >= ds.metadata.generation
+                && status.updated_number_scheduled.unwrap_or(0) == nodes
+                && status.number_ready == nodes,
+        }
+    }
+}
+
+/// What the reconcile observed besides the Registry itself.
+#[derive(Default)]
+pub struct Observed<'a> {
+    /// A reason the build stopped (a missing Secret, unavailable storage).
+    pub problem: Option<&'a Problem>,
+    pub workload: Option<&'a WorkloadObservation>,
+    /// Why the rollout does not progress, from its claims and pods.
+    pub diagnosis: Option<&'a Diagnosis>,
+    pub service: Option<&'a Service>,
+    /// `spec.nodeAccess`: None without it.
+    pub node_access: Option<&'a NodeAccessObservation>,
+}
+
+/// The status for `registry`, given what was observed.
+pub fn compute(registry: &Registry, observed: &Observed, now: &Time) -> RegistryStatus {
+    let Observed {
+        problem,
+        workload,
+        diagnosis,
+        service,
+        node_access,
+    } = *observed;
     let previous = registry.status.clone().unwrap_or_default();
     let generation = registry.metadata.generation;
     let desired = replicas(registry);
+    let rolled_out = workload.is_some_and(|w| w.rolled_out() && w.desired == desired);
+    // A settled rollout is the answer; a diagnosis only explains one that is not.
+    let stuck = diagnosis.filter(|_| !rolled_out);
     let (ready, reconciling, stalled): (Verdict, Verdict, Verdict) = match (problem, workload) {
         (Some(p), _) => (
             (false, p.reason, p.message.clone()),
@@ -134,7 +182,34 @@ pub fn compute(
                 (true, "ProgressDeadlineExceeded", message),
             )
         }
-        (None, Some(w)) if w.rolled_out() && w.desired == desired => {
+        (None, _) if let Some(d) = stuck.cloned() => {
+            if d.stalled {
+                (
+                    (false, d.reason, d.message.clone()),
+                    (false, d.reason, String::new()),
+                    (true, d.reason, d.message),
+                )
+            } else {
+                (
+                    (false, d.reason, d.message.clone()),
+                    (true, d.reason, d.message),
+                    (false, d.reason, String::new()),
+                )
+            }
+        }
+        (None, Some(_)) if rolled_out && node_access.is_some_and(|n| !n.rolled_out) => {
+            let n = node_access.cloned().unwrap_or_default();
+            let message = format!(
+                "configuring containerd on the nodes: {} of {} done",
+                n.configured, n.nodes
+            );
+            (
+                (false, "ConfiguringNodes", message.clone()),
+                (true, "ConfiguringNodes", message),
+                (false, "ConfiguringNodes", String::new()),
+            )
+        }
+        (None, Some(_)) if rolled_out => {
             let message = match desired {
                 0 => "scaled to zero".to_owned(),
                 1 => "1 pod ready".to_owned(),
@@ -182,6 +257,11 @@ pub fn compute(
             name: ChildNames::new(&registry.name_any()).admin_secret(),
         }),
         last_garbage_collection: previous.last_garbage_collection,
+        node_access: node_access.map(|n| NodeAccessStatus {
+            hosts: n.hosts.clone(),
+            nodes: n.nodes,
+            configured: n.configured,
+        }),
     }
 }
 
@@ -217,6 +297,17 @@ mod tests {
         }
     }
 
+    fn observed<'a>(
+        problem: Option<&'a Problem>,
+        workload: Option<&'a WorkloadObservation>,
+    ) -> Observed<'a> {
+        Observed {
+            problem,
+            workload,
+            ..Observed::default()
+        }
+    }
+
     fn kstatus(s: &RegistryStatus) -> (bool, bool, bool) {
         (
             is_true(&s.conditions, READY),
@@ -228,7 +319,7 @@ mod tests {
     #[test]
     fn ready_only_when_the_rollout_is_complete() {
         let r = registry(3);
-        let s = compute(&r, None, Some(&settled()), None, &now());
+        let s = compute(&r, &observed(None, Some(&settled())), &now());
         assert_eq!(kstatus(&s), (true, false, false));
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.endpoint.as_deref(), Some("main.team.svc:5000"));
@@ -264,11 +355,11 @@ mod tests {
             },
         ];
         for w in not_yet {
-            let s = compute(&r, None, Some(&w), None, &now());
+            let s = compute(&r, &observed(None, Some(&w)), &now());
             assert_eq!(kstatus(&s), (false, true, false), "{w:?}");
             assert!(s.conditions[0].message.contains("rolling out"));
         }
-        let s = compute(&r, None, None, None, &now());
+        let s = compute(&r, &observed(None, None), &now());
         assert_eq!(kstatus(&s), (false, true, false));
     }
 
@@ -276,7 +367,7 @@ mod tests {
     fn a_scale_change_the_workload_has_not_seen_is_not_ready() {
         let mut r = registry(4);
         r.spec.replicas = Some(2);
-        let s = compute(&r, None, Some(&settled()), None, &now());
+        let s = compute(&r, &observed(None, Some(&settled())), &now());
         assert_eq!(kstatus(&s), (false, true, false));
     }
 
@@ -287,7 +378,7 @@ mod tests {
             reason: "SecretNotFound",
             message: "Secret team/users (auth.htpasswdSecretRef) does not exist".into(),
         };
-        let s = compute(&r, Some(&problem), Some(&settled()), None, &now());
+        let s = compute(&r, &observed(Some(&problem), Some(&settled())), &now());
         assert_eq!(kstatus(&s), (false, false, true));
         assert_eq!(s.conditions[0].reason, "SecretNotFound");
         assert!(s.conditions[2].message.contains("does not exist"));
@@ -296,16 +387,93 @@ mod tests {
             deadline_exceeded: Some("ReplicaSet has timed out progressing".into()),
             ..settled()
         };
-        let s = compute(&r, None, Some(&failed), None, &now());
+        let s = compute(&r, &observed(None, Some(&failed)), &now());
         assert_eq!(kstatus(&s), (false, false, true));
+    }
+
+    #[test]
+    fn a_diagnosis_explains_a_rollout_that_does_not_progress() {
+        let r = registry(2);
+        let pending = WorkloadObservation {
+            ready: 0,
+            available: 0,
+            ..settled()
+        };
+        let stuck = Diagnosis {
+            reason: "VolumeClaimPending",
+            message: "PersistentVolumeClaim data-main-0 cannot bind".into(),
+            stalled: true,
+        };
+        let with = |d: &Diagnosis, w: &WorkloadObservation| {
+            compute(
+                &r,
+                &Observed {
+                    workload: Some(w),
+                    diagnosis: Some(d),
+                    ..Observed::default()
+                },
+                &now(),
+            )
+        };
+        let s = with(&stuck, &pending);
+        assert_eq!(kstatus(&s), (false, false, true));
+        assert_eq!(s.conditions[0].reason, "VolumeClaimPending");
+        assert!(s.conditions[0].message.contains("data-main-0"));
+        let waiting = Diagnosis {
+            stalled: false,
+            ..stuck.clone()
+        };
+        let s = with(&waiting, &pending);
+        assert_eq!(kstatus(&s), (false, true, false));
+        assert_eq!(s.conditions[1].reason, "VolumeClaimPending");
+        // Once the rollout is complete, a leftover observation does not matter.
+        assert_eq!(kstatus(&with(&stuck, &settled())), (true, false, false));
+    }
+
+    #[test]
+    fn node_access_is_part_of_ready() {
+        let r = registry(1);
+        let with = |n: &NodeAccessObservation| {
+            compute(
+                &r,
+                &Observed {
+                    workload: Some(&settled()),
+                    node_access: Some(n),
+                    ..Observed::default()
+                },
+                &now(),
+            )
+        };
+        let pending = NodeAccessObservation {
+            hosts: vec!["main.team.svc:5000".into()],
+            nodes: 2,
+            configured: 1,
+            rolled_out: false,
+        };
+        let s = with(&pending);
+        assert_eq!(kstatus(&s), (false, true, false));
+        assert!(s.conditions[0].message.contains("1 of 2"));
+        let done = NodeAccessObservation {
+            configured: 2,
+            rolled_out: true,
+            ..pending.clone()
+        };
+        let s = with(&done);
+        assert_eq!(kstatus(&s), (true, false, false));
+        let reported = s.node_access.unwrap();
+        assert_eq!((reported.nodes, reported.configured), (2, 2));
+        assert_eq!(reported.hosts, ["main.team.svc:5000"]);
     }
 
     #[test]
     fn an_unchanged_status_is_equal_so_it_is_not_written_again() {
         let mut r = registry(1);
-        let first = compute(&r, None, Some(&settled()), None, &now());
+        let first = compute(&r, &observed(None, Some(&settled())), &now());
         r.status = Some(first.clone());
         let later = Time(Timestamp::from_second(1_900_000_000).unwrap());
-        assert_eq!(compute(&r, None, Some(&settled()), None, &later), first);
+        assert_eq!(
+            compute(&r, &observed(None, Some(&settled())), &later),
+            first
+        );
     }
 }

@@ -4,9 +4,11 @@
 
 use super::names::{ChildNames, MANAGED_BY_SELECTOR};
 use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -22,6 +24,7 @@ pub type ChildStream<K> = Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> +
 #[derive(Clone)]
 pub struct ChildStores {
     pub deployments: Store<Deployment>,
+    pub daemon_sets: Store<DaemonSet>,
     pub stateful_sets: Store<StatefulSet>,
     pub services: Store<Service>,
     pub service_accounts: Store<ServiceAccount>,
@@ -32,11 +35,15 @@ pub struct ChildStores {
     pub cron_jobs: Store<CronJob>,
     /// The garbage collection runs (labelled through the CronJob's job template).
     pub jobs: Store<Job>,
+    /// Registry pods and their claims: not children, but what explains a stuck rollout.
+    pub pods: Store<Pod>,
+    pub claims: Store<PersistentVolumeClaim>,
 }
 
 /// The watch streams that feed the stores; the controller polls them as triggers.
 pub struct ChildStreams {
     pub deployments: ChildStream<Deployment>,
+    pub daemon_sets: ChildStream<DaemonSet>,
     pub stateful_sets: ChildStream<StatefulSet>,
     pub services: ChildStream<Service>,
     pub service_accounts: ChildStream<ServiceAccount>,
@@ -46,6 +53,8 @@ pub struct ChildStreams {
     pub pod_disruption_budgets: ChildStream<PodDisruptionBudget>,
     pub cron_jobs: ChildStream<CronJob>,
     pub jobs: ChildStream<Job>,
+    pub pods: ChildStream<Pod>,
+    pub claims: ChildStream<PersistentVolumeClaim>,
 }
 
 fn watch<K>(client: &Client) -> (Store<K>, ChildStream<K>)
@@ -66,6 +75,7 @@ where
 
 pub fn watch_children(client: &Client) -> (ChildStores, ChildStreams) {
     let (deployments, deployments_stream) = watch(client);
+    let (daemon_sets, daemon_sets_stream) = watch(client);
     let (stateful_sets, stateful_sets_stream) = watch(client);
     let (services, services_stream) = watch(client);
     let (service_accounts, service_accounts_stream) = watch(client);
@@ -75,9 +85,12 @@ pub fn watch_children(client: &Client) -> (ChildStores, ChildStreams) {
     let (pod_disruption_budgets, pdb_stream) = watch(client);
     let (cron_jobs, cron_jobs_stream) = watch(client);
     let (jobs, jobs_stream) = watch(client);
+    let (pods, pods_stream) = watch(client);
+    let (claims, claims_stream) = watch(client);
     (
         ChildStores {
             deployments,
+            daemon_sets,
             stateful_sets,
             services,
             service_accounts,
@@ -87,9 +100,12 @@ pub fn watch_children(client: &Client) -> (ChildStores, ChildStreams) {
             pod_disruption_budgets,
             cron_jobs,
             jobs,
+            pods,
+            claims,
         },
         ChildStreams {
             deployments: deployments_stream,
+            daemon_sets: daemon_sets_stream,
             stateful_sets: stateful_sets_stream,
             services: services_stream,
             service_accounts: service_accounts_stream,
@@ -99,8 +115,44 @@ pub fn watch_children(client: &Client) -> (ChildStores, ChildStreams) {
             pod_disruption_budgets: pdb_stream,
             cron_jobs: cron_jobs_stream,
             jobs: jobs_stream,
+            pods: pods_stream,
+            claims: claims_stream,
         },
     )
+}
+
+/// The objects of `store` that carry the registry's selector labels, by name.
+fn of_registry<K>(store: &Store<K>, namespace: &str, registry: &str) -> Vec<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    let selector = super::names::selector_labels(registry);
+    let mut found: Vec<Arc<K>> = store
+        .state()
+        .into_iter()
+        .filter(|o| {
+            o.meta().namespace.as_deref() == Some(namespace)
+                && selector
+                    .iter()
+                    .all(|(k, v)| o.meta().labels.as_ref().and_then(|l| l.get(k)) == Some(v))
+        })
+        .collect();
+    found.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+    found
+}
+
+/// The Registry (name, namespace) a pod or claim belongs to, from its selector labels.
+pub fn registry_of<K: Resource>(object: &K) -> Option<(String, String)> {
+    let labels = object.meta().labels.as_ref()?;
+    if labels
+        .get("app.kubernetes.io/component")
+        .map(String::as_str)
+        != Some("registry")
+    {
+        return None;
+    }
+    let registry = labels.get("app.kubernetes.io/instance")?.clone();
+    Some((registry, object.meta().namespace.clone()?))
 }
 
 fn get<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
@@ -126,8 +178,13 @@ pub struct LiveChildren {
     pub ingress: Option<Arc<Ingress>>,
     pub pod_disruption_budget: Option<Arc<PodDisruptionBudget>>,
     pub gc_cron_job: Option<Arc<CronJob>>,
+    pub node_access_config: Option<Arc<ConfigMap>>,
+    pub node_access_daemon_set: Option<Arc<DaemonSet>>,
     /// Finished garbage collection Jobs of this Registry, newest last.
     pub gc_jobs: Vec<Arc<Job>>,
+    /// The registry's pods and volume claims.
+    pub pods: Vec<Arc<Pod>>,
+    pub claims: Vec<Arc<PersistentVolumeClaim>>,
 }
 
 impl ChildStores {
@@ -135,6 +192,7 @@ impl ChildStores {
     /// start-up is never mistaken for missing children.
     pub async fn ready(&self) -> bool {
         self.deployments.wait_until_ready().await.is_ok()
+            && self.daemon_sets.wait_until_ready().await.is_ok()
             && self.stateful_sets.wait_until_ready().await.is_ok()
             && self.services.wait_until_ready().await.is_ok()
             && self.service_accounts.wait_until_ready().await.is_ok()
@@ -144,11 +202,15 @@ impl ChildStores {
             && self.pod_disruption_budgets.wait_until_ready().await.is_ok()
             && self.cron_jobs.wait_until_ready().await.is_ok()
             && self.jobs.wait_until_ready().await.is_ok()
+            && self.pods.wait_until_ready().await.is_ok()
+            && self.claims.wait_until_ready().await.is_ok()
     }
 
     pub fn live(&self, namespace: &str, names: &ChildNames) -> LiveChildren {
         let workload = names.workload();
         LiveChildren {
+            pods: of_registry(&self.pods, namespace, &names.registry),
+            claims: of_registry(&self.claims, namespace, &names.registry),
             deployment: get(&self.deployments, namespace, &workload),
             stateful_set: get(&self.stateful_sets, namespace, &workload),
             service: get(&self.services, namespace, &workload),
@@ -161,6 +223,16 @@ impl ChildStores {
             tls_secret: get(&self.secrets, namespace, &names.tls_secret()),
             ingress: get(&self.ingresses, namespace, &workload),
             pod_disruption_budget: get(&self.pod_disruption_budgets, namespace, &workload),
+            node_access_config: get(
+                &self.config_maps,
+                namespace,
+                &super::build::node_access_name(&names.registry),
+            ),
+            node_access_daemon_set: get(
+                &self.daemon_sets,
+                namespace,
+                &super::build::node_access_name(&names.registry),
+            ),
             gc_cron_job: get(
                 &self.cron_jobs,
                 namespace,

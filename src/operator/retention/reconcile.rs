@@ -100,7 +100,7 @@ pub async fn reconcile(
         .expect("a stored RetentionPolicy has a name and uid");
 
     if let (Some(r), None) = (&policy.spec.registry_ref, &registry) {
-        observed.blocker = Some(Blocker::Waiting {
+        observed.blocker = Some(Blocker::Missing {
             reason: "RegistryNotFound",
             message: format!("Registry {namespace}/{} does not exist", r.name),
         });

@@ -13,7 +13,13 @@ pub const LAST_RUN_SUCCEEDED: &str = "LastRunSucceeded";
 pub enum Blocker {
     /// Only a spec change helps.
     Invalid(String),
-    /// Waiting for something outside the policy (its Registry, the cluster listing).
+    /// An object the spec names does not exist (its Registry): the user creates it or changes
+    /// the spec, as for a Registry's missing Secret. Looked at again when it appears.
+    Missing {
+        reason: &'static str,
+        message: String,
+    },
+    /// Waiting for something that comes by itself (the cluster listing, the registry's robot).
     Waiting {
         reason: &'static str,
         message: String,
@@ -40,7 +46,9 @@ pub fn compute(policy: &RetentionPolicy, observed: Observed, now: &Time) -> Rete
         .unwrap_or_default();
     let ready = match (&observed.blocker, run_stalled, run_failed) {
         (Some(Blocker::Invalid(m)), ..) => (false, "InvalidPolicy", m.clone()),
-        (Some(Blocker::Waiting { reason, message }), ..) => (false, *reason, message.clone()),
+        (Some(Blocker::Waiting { reason, message } | Blocker::Missing { reason, message }), ..) => {
+            (false, *reason, message.clone())
+        }
         (None, true, _) => (false, "TooManyDeletions", run_message.clone()),
         (None, false, true) => (false, "LastRunFailed", run_message.clone()),
         (None, false, false) => (
@@ -59,6 +67,7 @@ pub fn compute(policy: &RetentionPolicy, observed: Observed, now: &Time) -> Rete
     };
     let stalled = match (&observed.blocker, run_stalled) {
         (Some(Blocker::Invalid(m)), _) => (true, "InvalidPolicy", m.clone()),
+        (Some(Blocker::Missing { reason, message }), _) => (true, *reason, message.clone()),
         (_, true) => (true, "TooManyDeletions", run_message.clone()),
         _ => (false, "Idle", String::new()),
     };
@@ -202,12 +211,30 @@ mod tests {
     fn waiting_and_invalid_policies_say_why() {
         let mut waiting = observed(None);
         waiting.blocker = Some(Blocker::Waiting {
-            reason: "RegistryNotFound",
-            message: "Registry main does not exist".into(),
+            reason: "ListingCluster",
+            message: "listing the images Pods and workloads use".into(),
         });
         let status = compute(&policy(), waiting, &now());
         assert!(is_true(&status.conditions, "Reconciling"));
         assert!(!is_true(&status.conditions, "Stalled"));
+
+        let mut missing = observed(None);
+        missing.blocker = Some(Blocker::Missing {
+            reason: "RegistryNotFound",
+            message: "Registry main does not exist".into(),
+        });
+        let status = compute(&policy(), missing, &now());
+        assert!(!is_true(&status.conditions, "Reconciling"));
+        assert!(!is_true(&status.conditions, "Ready"));
+        let stalled = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .unwrap();
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "RegistryNotFound")
+        );
         assert!(
             status
                 .conditions

@@ -4,11 +4,13 @@
 //! nothing when nothing changed.
 
 mod gc_job;
+mod node_access;
 
 pub use gc_job::{
     GC_COMPONENT, cron_job_name, env, env_from_secret, gc_labels, gc_pod, job_pod, registry_ca,
     registry_url,
 };
+pub use node_access::{NODE_ACCESS_COMPONENT, node_access_name, node_access_selector, node_hosts};
 
 use super::credentials::{AdminCredentials, PASSWORD_SHA256_ANNOTATION};
 use super::names::*;
@@ -61,6 +63,17 @@ pub struct BuildInputs<'a> {
     pub admin: &'a AdminCredentials,
     /// Present when `spec.tls.selfSigned` is set.
     pub self_signed: Option<&'a SelfSignedTls>,
+    /// The Service's cluster IP, once it has one: node access points containerd at it.
+    pub cluster_ip: Option<&'a str>,
+}
+
+/// What `spec.nodeAccess` deploys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeAccessChildren {
+    pub config: ConfigMap,
+    pub daemon_set: k8s_openapi::api::apps::v1::DaemonSet,
+    /// The host names the nodes can pull from.
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -85,11 +98,14 @@ pub struct Children {
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
     /// `spec.garbageCollection`'s schedule.
     pub gc_cron_job: Option<k8s_openapi::api::batch::v1::CronJob>,
+    /// `spec.nodeAccess`, once the Service has a cluster IP.
+    pub node_access: Option<NodeAccessChildren>,
 }
 
-/// DNS names the serving certificate must cover: the Service's names, the Ingress host, and
-/// localhost for `kubectl port-forward`.
-pub fn dns_names(registry: &Registry) -> Vec<String> {
+/// DNS names the serving certificate must cover: the Service's names, the Ingress host,
+/// localhost for `kubectl port-forward`, and the cluster IP once known (nodes' containerd pulls
+/// by it: it cannot resolve the Service's name).
+pub fn dns_names(registry: &Registry, cluster_ip: Option<&str>) -> Vec<String> {
     let name = registry.name_any();
     let namespace = registry.namespace().unwrap_or_default();
     let mut names = vec![
@@ -103,6 +119,7 @@ pub fn dns_names(registry: &Registry) -> Vec<String> {
     }
     names.push("localhost".into());
     names.push("127.0.0.1".into());
+    names.extend(cluster_ip.map(str::to_owned));
     names
 }
 
@@ -382,8 +399,10 @@ fn pod_template(inputs: &BuildInputs, config: &str, persistent: bool) -> PodTemp
                 .clone()
                 .unwrap_or_else(default_resources),
         ),
+        // Every field a hand edit could loosen is set, so a change to it reads as drift.
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
+            privileged: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
             capabilities: Some(Capabilities {
@@ -510,7 +529,7 @@ fn workload(inputs: &BuildInputs, owner: &OwnerReference, config: &str) -> Workl
     }
 }
 
-fn service(registry: &Registry, owner: &OwnerReference) -> Service {
+pub fn service(registry: &Registry, owner: &OwnerReference) -> Service {
     let name = registry.name_any();
     let spec = registry.spec.service.clone().unwrap_or_default();
     let type_ = match spec.type_.unwrap_or(ServiceType::ClusterIP) {
@@ -735,6 +754,20 @@ pub fn build(inputs: &BuildInputs) -> Result<Children, BuildError> {
         ingress: ingress(registry, &owner),
         pod_disruption_budget: pod_disruption_budget(registry, &owner),
         gc_cron_job: gc_job::gc_cron_job(registry, &owner, inputs.default_image),
+        node_access: inputs.cluster_ip.and_then(|ip| {
+            let hosts = node_hosts(
+                registry,
+                ip,
+                inputs.self_signed.map(|t| t.ca_cert_pem.as_str()),
+            );
+            let (config, daemon_set) =
+                node_access::node_access(registry, &owner, inputs.default_image, &hosts)?;
+            Some(NodeAccessChildren {
+                config,
+                daemon_set,
+                hosts: hosts.namespaces.into_iter().map(|n| n.name).collect(),
+            })
+        }),
     })
 }
 

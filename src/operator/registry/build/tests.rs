@@ -23,7 +23,7 @@ fn build_for(registry: &Registry) -> Children {
             self_signed(
                 "team",
                 "main",
-                &dns_names(registry),
+                &dns_names(registry, None),
                 None,
                 None,
                 1_800_000_000,
@@ -35,6 +35,7 @@ fn build_for(registry: &Registry) -> Children {
         default_image: "wharf.local/wharf:dev",
         admin: &admin,
         self_signed: tls.as_ref(),
+        cluster_ip: None,
     })
     .unwrap()
 }
@@ -384,6 +385,7 @@ fn s3_storage_is_refused_until_the_registry_supports_it() {
         default_image: "x",
         admin: &admin,
         self_signed: None,
+        cluster_ip: None,
     });
     assert_eq!(got.unwrap_err(), BuildError::S3NotAvailable);
 }
@@ -397,6 +399,7 @@ fn same_inputs_same_objects_and_only_mounted_config_changes_roll_pods() {
         default_image: "wharf.local/wharf:dev",
         admin: &admin,
         self_signed: None,
+        cluster_ip: Some("10.96.0.10"),
     };
     let first = build(&inputs(&r)).unwrap();
     assert_eq!(build(&inputs(&r)).unwrap(), first);
@@ -522,4 +525,111 @@ fn garbage_collection_runs_wharf_gc_on_schedule_against_the_service() {
             .read_only_root_filesystem,
         Some(true)
     );
+}
+
+#[test]
+fn node_access_points_every_service_name_at_the_cluster_ip_on_every_node() {
+    let r = registry(
+        json!({"storage": {"emptyDir": {}}, "nodeAccess": {"certsDir": "/var/lib/certs.d"},
+                            "service": {"port": 5443}, "tls": {"selfSigned": {}}}),
+    );
+    let admin = admin_credentials(None, None).unwrap();
+    let tls = self_signed(
+        "team",
+        "main",
+        &dns_names(&r, Some("10.96.0.10")),
+        None,
+        None,
+        1_800_000_000,
+    )
+    .unwrap();
+    let inputs = |ip| BuildInputs {
+        registry: &r,
+        default_image: "wharf.local/wharf:dev",
+        admin: &admin,
+        self_signed: Some(&tls),
+        cluster_ip: ip,
+    };
+    assert_eq!(
+        build(&inputs(None)).unwrap().node_access,
+        None,
+        "nothing to point at yet"
+    );
+    let access = build(&inputs(Some("10.96.0.10")))
+        .unwrap()
+        .node_access
+        .unwrap();
+    assert_eq!(
+        access.hosts,
+        [
+            "main.team.svc:5443",
+            "main.team.svc.cluster.local:5443",
+            "10.96.0.10:5443"
+        ]
+    );
+    let config: crate::node::hosts::NodeHosts =
+        serde_json::from_str(&access.config.data.as_ref().unwrap()["hosts.json"]).unwrap();
+    assert_eq!(config.owner, "team/main");
+    for namespace in &config.namespaces {
+        assert_eq!(namespace.server, "https://10.96.0.10:5443");
+        assert_eq!(
+            namespace.hosts[0].ca_pem.as_deref(),
+            Some(tls.ca_cert_pem.as_str())
+        );
+    }
+    let ds = access.daemon_set.spec.as_ref().unwrap();
+    let labels = ds
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        labels["app.kubernetes.io/component"], "node-access",
+        "the Service never selects it"
+    );
+    let pod = ds.template.spec.as_ref().unwrap();
+    assert_eq!(
+        pod.tolerations.as_ref().unwrap()[0].operator.as_deref(),
+        Some("Exists")
+    );
+    let host_path = pod.volumes.as_ref().unwrap()[1].host_path.as_ref().unwrap();
+    assert_eq!(host_path.path, "/var/lib/certs.d");
+    let c = &pod.containers[0];
+    let args = c.args.as_ref().unwrap();
+    assert_eq!(
+        args[..2],
+        ["node-config".to_string(), "--config".to_string()]
+    );
+    assert!(args.ends_with(&[
+        "--host-certs-dir".to_string(),
+        "/var/lib/certs.d".to_string()
+    ]));
+    let security = c.security_context.as_ref().unwrap();
+    assert_eq!(security.privileged, Some(false));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        security.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_string()][..])
+    );
+    assert_eq!(pod.automount_service_account_token, Some(false));
+
+    // A plain HTTP Registry trusts no CA; IPv6 cluster IPs are bracketed.
+    let plain = registry(json!({"storage": {"emptyDir": {}}, "nodeAccess": {}}));
+    let hosts = node_hosts(&plain, "fd00::a", None);
+    assert_eq!(hosts.namespaces[2].name, "[fd00::a]:5000");
+    assert_eq!(hosts.namespaces[0].server, "http://[fd00::a]:5000");
+    assert_eq!(hosts.namespaces[0].hosts[0].ca_pem, None);
+    // Without nodeAccess, nothing.
+    let none = registry(json!({"storage": {"emptyDir": {}}}));
+    let built = build(&BuildInputs {
+        registry: &none,
+        ..inputs(Some("10.96.0.10"))
+    })
+    .unwrap();
+    assert_eq!(built.node_access, None);
+    assert!(dns_names(&r, Some("10.96.0.10")).contains(&"10.96.0.10".to_string()));
 }
