@@ -22,6 +22,7 @@ INVALID = [
     ({"storage": {"emptyDir": {}}, "garbageCollection": {"schedule": "every day"}}, "schedule must be a cron expression with 5 fields"),
     ({"storage": {"emptyDir": {}}, "garbageCollection": {"schedule": "@daily", "minBlobAge": "2 hours"}}, "minBlobAge must be a duration"),
     ({"storage": {"emptyDir": {}}, "ingress": {"host": "Not_A_Host"}}, "host must be a DNS name"),
+    ({"storage": {"emptyDir": {}}, "nodeAccess": {"certsDir": "certs.d"}}, "certsDir must be an absolute path on the node"),
 ]
 
 
@@ -54,7 +55,8 @@ def test_valid_specs_are_accepted(cluster, namespace, registry_crd):
     for spec in [{"storage": {"emptyDir": {}}},
                  {"replicas": 3, "storage": {"s3": {"bucket": "oci", "credentialsSecretRef": {"name": "s3"}}},
                   "tls": {"selfSigned": {}}, "service": {"type": "NodePort", "nodePort": 30555},
-                  "garbageCollection": {"schedule": "0 3 * * *", "minBlobAge": "2h"}}]:
+                  "garbageCollection": {"schedule": "0 3 * * *", "minBlobAge": "2h"},
+                  "nodeAccess": {"certsDir": "/var/lib/containerd/certs.d"}}]:
         accepted(cluster, namespace, registry(spec))
 
 

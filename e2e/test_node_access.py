@@ -6,12 +6,10 @@ goes. Nothing is written by the test itself into the node's containerd configura
 
 import json
 import os
-import uuid
 
-import pytest
 
 from support.kube import CLUSTER_DIR, PortForward, dockerconfigjson
-from support.operator import admin_credentials, condition, operator_fixture
+from support.operator import admin_credentials, module_namespace, operator_fixture, registry_ready as ready
 from support.procs import run
 
 operator = operator_fixture()
@@ -23,20 +21,7 @@ def certs_dir(cluster):
     return os.path.join(CLUSTER_DIR, "certs.d") if cluster.local else "/etc/containerd/certs.d"
 
 
-@pytest.fixture(scope="module")
-def namespace(cluster, operator):
-    name = f"e2e-node-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("create", "namespace", name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def ready(cluster, name, namespace):
-    r = cluster.get("registry", name, namespace)
-    c = condition(r, "Ready")
-    if c and c["status"] == "True" and r["status"].get("observedGeneration") == r["metadata"]["generation"]:
-        return r
-    return None
+namespace = module_namespace("e2e-node")
 
 
 def deploy(cluster, namespace, name, **spec):

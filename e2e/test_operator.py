@@ -12,6 +12,7 @@ import time
 import pytest
 
 from support.operator import (OPERATOR_NS, admin_credentials, condition, holder, install, kill_hard, leader, metrics,
+                              registry_ready as ready,
                               operator_pods, uninstall, writes)
 from support.kube import PortForward
 from support.oci import Client
@@ -62,14 +63,6 @@ def settled_metrics(cluster, pod, quiet=12.0, timeout=90):
 
 def reconciles(values):
     return values.get('wharf_operator_reconciles_total{controller="registry",result="success"}', 0)
-
-
-def ready(cluster, name, namespace):
-    r = cluster.get("registry", name, namespace)
-    c = condition(r, "Ready")
-    if c and c["status"] == "True" and r["status"].get("observedGeneration") == r["metadata"]["generation"]:
-        return r
-    return None
 
 
 def apply_sample(cluster, namespace, **spec_changes):

@@ -11,17 +11,11 @@ import uuid
 
 import pytest
 
-from support.operator import condition, leader, metrics, operator_fixture
+from support.operator import leader, metrics, operator_fixture, registry_ready as ready
 
 operator = operator_fixture()
 
 REPAIR_SECONDS = 30
-
-
-def ready(cluster, name, namespace):
-    r = cluster.get("registry", name, namespace)
-    c = condition(r, "Ready")
-    return r if c and c["status"] == "True" and r["status"].get("observedGeneration") == r["metadata"]["generation"] else None
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +89,20 @@ SERVICE_EDITS = {
 }
 
 
-@pytest.mark.parametrize("how", list(SERVICE_EDITS))
-def test_a_hand_edited_service_comes_back(cluster, namespace, how, tmp_path):
-    before = cluster.get("service", "main", namespace)["metadata"]["resourceVersion"]
-    SERVICE_EDITS[how](cluster, namespace, tmp_path)
-    assert cluster.get("service", "main", namespace)["metadata"]["resourceVersion"] != before, "the edit landed"
-    cluster.wait_until(f"the Service to be repaired after a {how}", lambda: service_repaired(cluster, namespace),
+def edited_then_repaired(cluster, namespace, kind, edit, repaired, how, tmp_path):
+    """Makes the edit, checks it landed, and waits for the repair and a quiet operator."""
+    before = cluster.get(kind, "main", namespace)["metadata"]["resourceVersion"]
+    edit(cluster, namespace, tmp_path)
+    assert cluster.get(kind, "main", namespace)["metadata"]["resourceVersion"] != before, "the edit landed"
+    cluster.wait_until(f"the {kind} to be repaired after {how}", lambda: repaired(cluster, namespace),
                        timeout=REPAIR_SECONDS, interval=0.5)
     settles_without_errors(cluster, namespace)
-    assert service_repaired(cluster, namespace), service(cluster, namespace)
+    assert repaired(cluster, namespace), cluster.get(kind, "main", namespace)["spec"]
+
+
+@pytest.mark.parametrize("how", list(SERVICE_EDITS))
+def test_a_hand_edited_service_comes_back(cluster, namespace, how, tmp_path):
+    edited_then_repaired(cluster, namespace, "service", SERVICE_EDITS[how], service_repaired, how, tmp_path)
 
 
 def pod_spec(cluster, namespace):
@@ -154,10 +153,4 @@ WORKLOAD_EDITS = {
 
 @pytest.mark.parametrize("how", list(WORKLOAD_EDITS))
 def test_a_hand_edited_workload_comes_back(cluster, namespace, how, tmp_path):
-    before = cluster.get("deployment", "main", namespace)["metadata"]["resourceVersion"]
-    WORKLOAD_EDITS[how](cluster, namespace, tmp_path)
-    assert cluster.get("deployment", "main", namespace)["metadata"]["resourceVersion"] != before, "the edit landed"
-    cluster.wait_until(f"the Deployment to be repaired after {how}", lambda: workload_repaired(cluster, namespace),
-                       timeout=REPAIR_SECONDS, interval=0.5)
-    settles_without_errors(cluster, namespace)
-    assert workload_repaired(cluster, namespace), pod_spec(cluster, namespace)
+    edited_then_repaired(cluster, namespace, "deployment", WORKLOAD_EDITS[how], workload_repaired, how, tmp_path)

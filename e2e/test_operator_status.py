@@ -5,21 +5,13 @@ as soon as it cannot progress by itself, and within seconds, as fast as a missin
 RetentionPolicy whose Registry does not exist stalls the same way."""
 
 import time
-import uuid
 
-import pytest
-
-from support.operator import condition, operator_fixture
+from support.operator import condition, module_namespace, operator_fixture
 
 operator = operator_fixture("retentionpolicies")
 
 
-@pytest.fixture(scope="module")
-def namespace(cluster, operator):
-    name = f"e2e-status-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("create", "namespace", name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+namespace = module_namespace("e2e-status")
 
 
 def registry(name, **spec):

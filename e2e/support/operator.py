@@ -4,6 +4,7 @@ metrics, its pods, and a hard kill that gives it no chance to clean up."""
 import base64
 import json
 import os
+import uuid
 
 import pytest
 
@@ -39,6 +40,29 @@ def condition(obj, type_):
         if c["type"] == type_:
             return c
     return None
+
+
+def registry_ready(cluster, name, namespace):
+    """The Registry when it is Ready at its current generation, else None."""
+    r = cluster.get("registry", name, namespace)
+    c = condition(r, "Ready")
+    if c and c["status"] == "True" and r["status"].get("observedGeneration") == r["metadata"]["generation"]:
+        return r
+    return None
+
+
+def module_namespace(prefix):
+    """A module fixture: a namespace of its own (after the operator is installed), deleted
+    afterwards without waiting."""
+
+    @pytest.fixture(scope="module")
+    def namespace(cluster, operator):
+        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        cluster.kubectl("create", "namespace", name)
+        yield name
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+    return namespace
 
 
 def admin_credentials(cluster, name, namespace):

@@ -415,6 +415,26 @@ mod tests {
                 Some("tls needs exactly one of secretRef or selfSigned"),
             ),
             (
+                "node access with the default directory",
+                json!({"storage": empty_dir, "nodeAccess": {}}),
+                None,
+            ),
+            (
+                "node access in another directory",
+                json!({"storage": empty_dir, "nodeAccess": {"certsDir": "/var/lib/containerd/certs.d"}}),
+                None,
+            ),
+            (
+                "node access with a relative directory",
+                json!({"storage": empty_dir, "nodeAccess": {"certsDir": "certs.d"}}),
+                Some("certsDir must be an absolute path on the node"),
+            ),
+            (
+                "node access climbing out",
+                json!({"storage": empty_dir, "nodeAccess": {"certsDir": "/etc/containerd/../.."}}),
+                Some("certsDir must be an absolute path on the node"),
+            ),
+            (
                 "node port on NodePort",
                 json!({"storage": empty_dir, "service": {"type": "NodePort", "nodePort": 30500}}),
                 None,

@@ -196,7 +196,8 @@ fn leaf_matches(desired: &Value, live: &Value) -> bool {
     }
 }
 
-fn is_empty(v: &Value) -> bool {
+/// Null, or a map or list with nothing set in it: what a field left out reads as.
+pub(crate) fn is_empty(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::Object(m) => m.values().all(is_empty),

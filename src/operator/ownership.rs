@@ -12,6 +12,7 @@
 //!
 //! Pure: a desired object and its live `managedFields` in, the new `managedFields` out.
 
+use super::apply::is_empty;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use serde_json::{Map, Value};
 
@@ -167,15 +168,6 @@ fn unowned_below(desired: &Value, owned: &Map<String, Value>, path: &str) -> Opt
             }
         }),
         _ => None,
-    }
-}
-
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Object(m) => m.values().all(is_empty),
-        Value::Array(a) => a.is_empty(),
-        _ => false,
     }
 }
 
