@@ -73,8 +73,17 @@ def test_tag_rules_on_a_distribution_registry(wharf_bin, distribution, tmp_path)
     summary, report = run_retention(wharf_bin, distribution, policy, tmp_path)
     expected = sorted(digests[t] for t in ["1.0.0", "1.1.0", "pr-1", "pr-2"])
     assert summary["dryRun"] is True and summary["tagsEvaluated"] == 9, summary
-    assert summary["manifestsToDelete"] == 4 and summary["tagsToDelete"] == 1, summary
-    assert report == {"candidates": [{"repository": REPO, "tags": ["pr-3"], "manifests": expected}], "truncated": False}
+    assert summary["manifestsToDelete"] == 4 and summary["tagsToDelete"] == 5, summary
+    not_newest = "keep[0] selects it, but it is not among the 2 highest versions"
+    reasons = {"1.0.0": not_newest, "1.1.0": not_newest}
+    assert report == {"candidates": [{
+        "repository": REPO,
+        "tags": [{"tag": t, "digest": digests[t], "reason": reasons.get(t, "no keep rule selects it")}
+                 for t in ["1.0.0", "1.1.0", "pr-1", "pr-2", "pr-3"]],
+        "manifests": sorted(({"digest": digests[t], "tags": [t], "reason": "none of its tags is kept"}
+                             for t in ["1.0.0", "1.1.0", "pr-1", "pr-2"]), key=lambda m: m["digest"]),
+    }], "truncated": False}, report
+    assert [m["digest"] for m in report["candidates"][0]["manifests"]] == expected
     for tag in ["1.0.0", "pr-1"]:
         assert c.request("HEAD", f"/v2/{REPO}/manifests/{tag}", headers={"Accept": OCI_MANIFEST})[0] == 200, "a dry run deleted"
 
@@ -86,7 +95,7 @@ def test_tag_rules_on_a_distribution_registry(wharf_bin, distribution, tmp_path)
     assert p.returncode != 0 and "does not say when tags were pushed" in p.stderr, p.stderr
 
     real, _ = run_retention(wharf_bin, distribution, policy, tmp_path, dry_run=False)
-    assert real["dryRun"] is False and real["manifestsDeleted"] == 4, real
+    assert real["dryRun"] is False and real["manifestsDeleted"] == 4 and real["tagsDeleted"] == 4, real
     assert real["failed"] == 1 and "pr-3" in real["message"], real
     for digest in expected:
         assert c.request("HEAD", f"/v2/{REPO}/manifests/{digest}", headers={"Accept": OCI_MANIFEST})[0] == 404
