@@ -6,10 +6,11 @@ goes. Nothing is written by the test itself into the node's containerd configura
 
 import json
 import os
+import uuid
 
 
 from support.kube import CLUSTER_DIR, PortForward, dockerconfigjson
-from support.operator import admin_credentials, module_namespace, operator_fixture, registry_ready as ready
+from support.operator import admin_credentials, condition, module_namespace, operator_fixture, registry_ready as ready
 from support.procs import run
 
 operator = operator_fixture()
@@ -131,3 +132,26 @@ def test_the_kubelet_pulls_from_a_self_signed_registry_with_credentials(cluster,
     if cluster.local:
         cluster.wait_until("the hosts.toml files to be removed", lambda: not host_dirs(cluster, "secure", namespace),
                            timeout=60)
+
+
+def test_a_namespace_that_forbids_host_paths_stalls_with_the_admission_message(cluster, operator):
+    name = f"e2e-node-psa-{uuid.uuid4().hex[:6]}"
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "baseline"}}})
+    try:
+        cluster.apply({"apiVersion": "wharf.dev/v1alpha1", "kind": "Registry", "metadata": {"name": "guarded"},
+                       "spec": {"storage": {"emptyDir": {}}, "nodeAccess": {"certsDir": certs_dir(cluster)},
+                                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}}}, name)
+
+        def stalled():
+            r = cluster.get("registry", "guarded", name)
+            c = condition(r, "Stalled")
+            return c if c and c["status"] == "True" else None
+        c = cluster.wait_until("the Registry to stall on its node access", stalled, timeout=120)
+        assert c["reason"] == "NodeAccessFailed", c
+        assert "PodSecurity" in c["message"] and "hostPath" in c["message"], c["message"]
+        # The registry itself runs: only the node access is refused.
+        r = cluster.get("registry", "guarded", name)
+        assert r["status"]["readyReplicas"] == 1, r["status"]
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

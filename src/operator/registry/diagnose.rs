@@ -114,6 +114,31 @@ fn claim_diagnosis(claim: &PendingClaim) -> Diagnosis {
     }
 }
 
+/// Why the node access DaemonSet has fewer pods than nodes: the newest warning about it (a
+/// Pod Security level that forbids its hostPath, a quota), which only a change fixes; then what
+/// its pods say, as for the registry's own.
+pub fn node_access_diagnosis(
+    daemon_set: &str,
+    missing_pods: bool,
+    event: Option<&EventSummary>,
+    pods: &[&Pod],
+) -> Option<Diagnosis> {
+    if missing_pods && let Some(e) = event.filter(|e| e.warning) {
+        return Some(Diagnosis {
+            reason: "NodeAccessFailed",
+            message: format!(
+                "DaemonSet {daemon_set} (spec.nodeAccess) cannot run on every node: {}: {}",
+                e.reason, e.message
+            ),
+            stalled: true,
+        });
+    }
+    diagnose(&[], pods).map(|d| Diagnosis {
+        message: format!("node access: {}", d.message),
+        ..d
+    })
+}
+
 fn pod_diagnosis(pod: &Pod) -> Option<Diagnosis> {
     if pod.metadata.deletion_timestamp.is_some() {
         return None;
@@ -390,6 +415,34 @@ mod tests {
             "message": "secret \"x\" not found"}}}]}),
         );
         assert_eq!(diagnose(&[], &[&p]).unwrap().reason, "ContainerConfigError");
+    }
+
+    #[test]
+    fn a_node_access_daemon_set_that_cannot_create_pods_stalls_with_the_admission_message() {
+        let forbidden = EventSummary {
+            warning: true,
+            reason: "FailedCreate".into(),
+            message: "pods \"main-node-access-x\" is forbidden: violates PodSecurity \"baseline:latest\": hostPath volumes".into(),
+        };
+        let d = node_access_diagnosis("main-node-access", true, Some(&forbidden), &[]).unwrap();
+        assert_eq!(d.reason, "NodeAccessFailed");
+        assert!(
+            d.stalled
+                && d.message.contains("PodSecurity")
+                && d.message.contains("main-node-access")
+        );
+        // All pods exist: the event is old news; their own state decides.
+        assert_eq!(
+            node_access_diagnosis("main-node-access", false, Some(&forbidden), &[]),
+            None
+        );
+        let pulling = pod(
+            json!({"containerStatuses": [{"name": "node-config", "image": "wharf:x", "imageID": "",
+            "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}),
+        );
+        let d = node_access_diagnosis("main-node-access", false, None, &[&pulling]).unwrap();
+        assert_eq!(d.reason, "ImagePullFailed");
+        assert!(d.message.starts_with("node access: "));
     }
 
     #[test]

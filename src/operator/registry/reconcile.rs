@@ -3,7 +3,7 @@
 use super::Context;
 use super::build::{BuildError, BuildInputs, Children, Workload, build, dns_names};
 use super::credentials::{CredentialsError, admin_credentials};
-use super::diagnose::{Diagnosis, EventSummary, PendingClaim, diagnose};
+use super::diagnose::{Diagnosis, EventSummary, PendingClaim, diagnose, node_access_diagnosis};
 use super::names::ChildNames;
 use super::status::{NodeAccessObservation, Observed, Problem, WorkloadObservation, compute};
 use super::stores::LiveChildren;
@@ -369,35 +369,67 @@ async fn pending_claims(
                         .is_some_and(|v| v == "true")
                 }),
         });
-        let selector = format!(
-            "involvedObject.kind=PersistentVolumeClaim,involvedObject.name={}",
-            claim.name
-        );
-        let mut found = events
-            .list(&ListParams::default().fields(&selector))
-            .await
-            .map_err(read(format!(
-                "events of PersistentVolumeClaim {}",
-                claim.name
-            )))?
-            .items;
-        found.sort_by_key(|e| {
-            (
-                e.type_.as_deref() == Some("Warning"),
-                e.last_timestamp
-                    .as_ref()
-                    .map(|t| t.0)
-                    .or(e.event_time.as_ref().map(|t| t.0))
-                    .or(e.metadata.creation_timestamp.as_ref().map(|t| t.0)),
-            )
-        });
-        claim.event = found.last().map(|e| EventSummary {
-            warning: e.type_.as_deref() == Some("Warning"),
-            reason: e.reason.clone().unwrap_or_default(),
-            message: e.message.clone().unwrap_or_default(),
-        });
+        claim.event = newest_event(&events, "PersistentVolumeClaim", &claim.name).await?;
     }
     Ok(pending)
+}
+
+/// The newest event about an object, a warning before anything else.
+async fn newest_event(
+    events: &Api<Event>,
+    kind: &str,
+    name: &str,
+) -> Result<Option<EventSummary>, ReconcileError> {
+    let selector = format!("involvedObject.kind={kind},involvedObject.name={name}");
+    let mut found = events
+        .list(&ListParams::default().fields(&selector))
+        .await
+        .map_err(|source| ReconcileError::ReadReference {
+            name: format!("events of {kind} {name}"),
+            source,
+        })?
+        .items;
+    found.sort_by_key(|e| {
+        (
+            e.type_.as_deref() == Some("Warning"),
+            e.last_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .or(e.event_time.as_ref().map(|t| t.0))
+                .or(e.metadata.creation_timestamp.as_ref().map(|t| t.0)),
+        )
+    });
+    Ok(found.last().map(|e| EventSummary {
+        warning: e.type_.as_deref() == Some("Warning"),
+        reason: e.reason.clone().unwrap_or_default(),
+        message: e.message.clone().unwrap_or_default(),
+    }))
+}
+
+/// The node access DaemonSet as observed, with why it does not roll out (events are read only
+/// while it has fewer pods than nodes).
+async fn observe_node_access(
+    ctx: &Context,
+    namespace: &str,
+    hosts: Vec<String>,
+    live: &LiveChildren,
+) -> Result<NodeAccessObservation, ReconcileError> {
+    let daemon_set = live.node_access_daemon_set.as_deref();
+    let mut observed = NodeAccessObservation::of(hosts, daemon_set);
+    let Some(ds) = daemon_set.filter(|_| !observed.rolled_out) else {
+        return Ok(observed);
+    };
+    let name = ds.name_any();
+    let event = match observed.missing_pods {
+        true => {
+            let events: Api<Event> = Api::namespaced(ctx.client.clone(), namespace);
+            newest_event(&events, "DaemonSet", &name).await?
+        }
+        false => None,
+    };
+    let pods: Vec<&Pod> = live.node_access_pods.iter().map(|p| p.as_ref()).collect();
+    observed.problem = node_access_diagnosis(&name, observed.missing_pods, event.as_ref(), &pods);
+    Ok(observed)
 }
 
 /// Why the rollout is stuck, if it is.
@@ -555,14 +587,14 @@ pub async fn reconcile(
     }
     let workload = observe_workload(&registry, &live);
     let node_access = match (&registry.spec.node_access, &problem) {
-        (Some(_), None) => Some(NodeAccessObservation::of(
-            children
+        (Some(_), None) => {
+            let hosts = children
                 .as_ref()
                 .and_then(|c| c.node_access.as_ref())
                 .map(|n| n.hosts.clone())
-                .unwrap_or_default(),
-            live.node_access_daemon_set.as_deref(),
-        )),
+                .unwrap_or_default();
+            Some(observe_node_access(&ctx, &namespace, hosts, &live).await?)
+        }
         _ => None,
     };
     let mut status = compute(

@@ -116,6 +116,10 @@ pub struct NodeAccessObservation {
     pub nodes: i32,
     pub configured: i32,
     pub rolled_out: bool,
+    /// Whether the DaemonSet has fewer pods than nodes (its events then say why).
+    pub missing_pods: bool,
+    /// Why it does not roll out, when something says.
+    pub problem: Option<Diagnosis>,
 }
 
 impl NodeAccessObservation {
@@ -136,6 +140,8 @@ impl NodeAccessObservation {
             rolled_out: status.observed_generation >= ds.metadata.generation
                 && status.updated_number_scheduled.unwrap_or(0) == nodes
                 && status.number_ready == nodes,
+            missing_pods: status.current_number_scheduled < nodes,
+            problem: None,
         }
     }
 }
@@ -199,15 +205,24 @@ pub fn compute(registry: &Registry, observed: &Observed, now: &Time) -> Registry
         }
         (None, Some(_)) if rolled_out && node_access.is_some_and(|n| !n.rolled_out) => {
             let n = node_access.cloned().unwrap_or_default();
-            let message = format!(
-                "configuring containerd on the nodes: {} of {} done",
-                n.configured, n.nodes
-            );
-            (
-                (false, "ConfiguringNodes", message.clone()),
-                (true, "ConfiguringNodes", message),
-                (false, "ConfiguringNodes", String::new()),
-            )
+            match n.problem {
+                Some(d) if d.stalled => (
+                    (false, d.reason, d.message.clone()),
+                    (false, d.reason, String::new()),
+                    (true, d.reason, d.message),
+                ),
+                _ => {
+                    let message = format!(
+                        "configuring containerd on the nodes: {} of {} done",
+                        n.configured, n.nodes
+                    );
+                    (
+                        (false, "ConfiguringNodes", message.clone()),
+                        (true, "ConfiguringNodes", message),
+                        (false, "ConfiguringNodes", String::new()),
+                    )
+                }
+            }
         }
         (None, Some(_)) if rolled_out => {
             let message = match desired {
@@ -448,7 +463,7 @@ mod tests {
             hosts: vec!["main.team.svc:5000".into()],
             nodes: 2,
             configured: 1,
-            rolled_out: false,
+            ..NodeAccessObservation::default()
         };
         let s = with(&pending);
         assert_eq!(kstatus(&s), (false, true, false));
@@ -460,6 +475,17 @@ mod tests {
         };
         let s = with(&done);
         assert_eq!(kstatus(&s), (true, false, false));
+        let forbidden = NodeAccessObservation {
+            problem: Some(Diagnosis {
+                reason: "NodeAccessFailed",
+                message: "violates PodSecurity".into(),
+                stalled: true,
+            }),
+            ..pending.clone()
+        };
+        let stalled = with(&forbidden);
+        assert_eq!(kstatus(&stalled), (false, false, true));
+        assert_eq!(stalled.conditions[2].reason, "NodeAccessFailed");
         let reported = s.node_access.unwrap();
         assert_eq!((reported.nodes, reported.configured), (2, 2));
         assert_eq!(reported.hosts, ["main.team.svc:5000"]);

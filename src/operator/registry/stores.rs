@@ -126,7 +126,18 @@ fn of_registry<K>(store: &Store<K>, namespace: &str, registry: &str) -> Vec<Arc<
 where
     K: Resource<DynamicType = ()> + Clone,
 {
-    let selector = super::names::selector_labels(registry);
+    selected(store, namespace, &super::names::selector_labels(registry))
+}
+
+/// The objects of `store` in `namespace` that carry every label of `selector`, by name.
+fn selected<K>(
+    store: &Store<K>,
+    namespace: &str,
+    selector: &std::collections::BTreeMap<String, String>,
+) -> Vec<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
     let mut found: Vec<Arc<K>> = store
         .state()
         .into_iter()
@@ -141,14 +152,14 @@ where
     found
 }
 
-/// The Registry (name, namespace) a pod or claim belongs to, from its selector labels.
+/// The Registry (name, namespace) a registry or node access pod, or a claim, belongs to, from
+/// its labels.
 pub fn registry_of<K: Resource>(object: &K) -> Option<(String, String)> {
     let labels = object.meta().labels.as_ref()?;
-    if labels
+    let component = labels
         .get("app.kubernetes.io/component")
-        .map(String::as_str)
-        != Some("registry")
-    {
+        .map(String::as_str);
+    if component != Some("registry") && component != Some(super::build::NODE_ACCESS_COMPONENT) {
         return None;
     }
     let registry = labels.get("app.kubernetes.io/instance")?.clone();
@@ -182,8 +193,9 @@ pub struct LiveChildren {
     pub node_access_daemon_set: Option<Arc<DaemonSet>>,
     /// Finished garbage collection Jobs of this Registry, newest last.
     pub gc_jobs: Vec<Arc<Job>>,
-    /// The registry's pods and volume claims.
+    /// The registry's pods and volume claims, and the node access agent's pods.
     pub pods: Vec<Arc<Pod>>,
+    pub node_access_pods: Vec<Arc<Pod>>,
     pub claims: Vec<Arc<PersistentVolumeClaim>>,
 }
 
@@ -210,6 +222,11 @@ impl ChildStores {
         let workload = names.workload();
         LiveChildren {
             pods: of_registry(&self.pods, namespace, &names.registry),
+            node_access_pods: selected(
+                &self.pods,
+                namespace,
+                &super::build::node_access_selector(&names.registry),
+            ),
             claims: of_registry(&self.claims, namespace, &names.registry),
             deployment: get(&self.deployments, namespace, &workload),
             stateful_set: get(&self.stateful_sets, namespace, &workload),
