@@ -5,13 +5,15 @@
 //! - `build/`: the pure builders (Deployment/StatefulSet, Service, Ingress, ...)
 //! - `stores.rs`: watches and caches of the children
 //! - `reconcile.rs`: fetch → build → apply → status
-//! - `diagnose.rs`: why a rollout does not progress (claims, pulls, crashes, scheduling)
+//! - `observe.rs`, `diagnose.rs`: why a rollout does not progress (claims, pulls, crashes,
+//!   scheduling, node access): what is read, and what it means
 //! - `status.rs`: the status computation
 
 pub mod build;
 pub mod credentials;
 pub mod diagnose;
 pub mod names;
+pub mod observe;
 pub mod reconcile;
 pub mod status;
 pub mod stores;

@@ -3,19 +3,18 @@
 use super::Context;
 use super::build::{BuildError, BuildInputs, Children, Workload, build, dns_names};
 use super::credentials::{CredentialsError, admin_credentials};
-use super::diagnose::{Diagnosis, EventSummary, PendingClaim, diagnose, node_access_diagnosis};
 use super::names::ChildNames;
-use super::status::{NodeAccessObservation, Observed, Problem, WorkloadObservation, compute};
+use super::observe::{ObserveError, diagnosis, observe_node_access};
+use super::status::{Observed, Problem, WorkloadObservation, compute};
 use super::stores::LiveChildren;
 use super::tls::{TlsError, self_signed};
 use crate::crd::registry::{GarbageCollectionRun, Registry, RegistryStatus};
 use crate::operator::apply::{ApplyError, FIELD_MANAGER, Outcome, apply, prune};
 use crate::operator::conditions::{READY, STALLED, is_true};
-use k8s_openapi::api::core::v1::{Event, Pod, Secret};
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
@@ -29,7 +28,6 @@ const MISSING_REFERENCE_RETRY: Duration = Duration::from_secs(30);
 /// How soon to look again at a claim that is not bound: the events that explain it come from
 /// the provisioner and the binder, which the operator does not watch.
 const PENDING_CLAIM_RETRY: Duration = Duration::from_secs(5);
-const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -45,6 +43,8 @@ pub enum ReconcileError {
     Apply(#[from] ApplyError),
     #[error("cannot read {name}: {source}")]
     ReadReference { name: String, source: kube::Error },
+    #[error(transparent)]
+    Observe(#[from] ObserveError),
     #[error("cannot update the status: {0}")]
     Status(kube::Error),
 }
@@ -57,7 +57,7 @@ impl ReconcileError {
             ReconcileError::CachesStopped => "cache",
             ReconcileError::Credentials(_) | ReconcileError::Tls(_) => "secrets",
             ReconcileError::Apply(_) => "apply",
-            ReconcileError::ReadReference { .. } => "read",
+            ReconcileError::ReadReference { .. } | ReconcileError::Observe(_) => "read",
             ReconcileError::Status(_) => "status",
         }
     }
@@ -328,119 +328,6 @@ async fn last_garbage_collection(
             source,
         })?;
     Ok(Some(run))
-}
-
-/// The registry's claims that are not bound, with their StorageClass looked up and their newest
-/// event (a warning first). API calls only while a claim is pending.
-async fn pending_claims(
-    ctx: &Context,
-    namespace: &str,
-    live: &LiveChildren,
-) -> Result<Vec<PendingClaim>, ReconcileError> {
-    let read = |what: String| move |source| ReconcileError::ReadReference { name: what, source };
-    let mut pending: Vec<PendingClaim> = live
-        .claims
-        .iter()
-        .filter_map(|c| PendingClaim::of(c))
-        .collect();
-    if pending.is_empty() {
-        return Ok(pending);
-    }
-    let classes: Api<StorageClass> = Api::all(ctx.client.clone());
-    let events: Api<Event> = Api::namespaced(ctx.client.clone(), namespace);
-    for claim in &mut pending {
-        claim.class_exists = Some(match &claim.storage_class {
-            Some(class) => classes
-                .get_opt(class)
-                .await
-                .map_err(read(format!("StorageClass {class}")))?
-                .is_some(),
-            None => classes
-                .list(&ListParams::default())
-                .await
-                .map_err(read("StorageClasses".into()))?
-                .items
-                .iter()
-                .any(|c| {
-                    c.metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
-                        .is_some_and(|v| v == "true")
-                }),
-        });
-        claim.event = newest_event(&events, "PersistentVolumeClaim", &claim.name).await?;
-    }
-    Ok(pending)
-}
-
-/// The newest event about an object, a warning before anything else.
-async fn newest_event(
-    events: &Api<Event>,
-    kind: &str,
-    name: &str,
-) -> Result<Option<EventSummary>, ReconcileError> {
-    let selector = format!("involvedObject.kind={kind},involvedObject.name={name}");
-    let mut found = events
-        .list(&ListParams::default().fields(&selector))
-        .await
-        .map_err(|source| ReconcileError::ReadReference {
-            name: format!("events of {kind} {name}"),
-            source,
-        })?
-        .items;
-    found.sort_by_key(|e| {
-        (
-            e.type_.as_deref() == Some("Warning"),
-            e.last_timestamp
-                .as_ref()
-                .map(|t| t.0)
-                .or(e.event_time.as_ref().map(|t| t.0))
-                .or(e.metadata.creation_timestamp.as_ref().map(|t| t.0)),
-        )
-    });
-    Ok(found.last().map(|e| EventSummary {
-        warning: e.type_.as_deref() == Some("Warning"),
-        reason: e.reason.clone().unwrap_or_default(),
-        message: e.message.clone().unwrap_or_default(),
-    }))
-}
-
-/// The node access DaemonSet as observed, with why it does not roll out (events are read only
-/// while it has fewer pods than nodes).
-async fn observe_node_access(
-    ctx: &Context,
-    namespace: &str,
-    hosts: Vec<String>,
-    live: &LiveChildren,
-) -> Result<NodeAccessObservation, ReconcileError> {
-    let daemon_set = live.node_access_daemon_set.as_deref();
-    let mut observed = NodeAccessObservation::of(hosts, daemon_set);
-    let Some(ds) = daemon_set.filter(|_| !observed.rolled_out) else {
-        return Ok(observed);
-    };
-    let name = ds.name_any();
-    let event = match observed.missing_pods {
-        true => {
-            let events: Api<Event> = Api::namespaced(ctx.client.clone(), namespace);
-            newest_event(&events, "DaemonSet", &name).await?
-        }
-        false => None,
-    };
-    let pods: Vec<&Pod> = live.node_access_pods.iter().map(|p| p.as_ref()).collect();
-    observed.problem = node_access_diagnosis(&name, observed.missing_pods, event.as_ref(), &pods);
-    Ok(observed)
-}
-
-/// Why the rollout is stuck, if it is.
-async fn diagnosis(
-    ctx: &Context,
-    namespace: &str,
-    live: &LiveChildren,
-) -> Result<(Option<Diagnosis>, bool), ReconcileError> {
-    let claims = pending_claims(ctx, namespace, live).await?;
-    let pods: Vec<&Pod> = live.pods.iter().map(|p| p.as_ref()).collect();
-    Ok((diagnose(&claims, &pods), !claims.is_empty()))
 }
 
 async fn publish(ctx: &Context, registry: &Registry, type_: EventType, reason: &str, note: String) {
