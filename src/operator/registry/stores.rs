@@ -61,12 +61,32 @@ fn watch<K>(client: &Client) -> (Store<K>, ChildStream<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    watch_with(client, |_| {})
+}
+
+/// For objects the operator only reads (pods, claims): their `managedFields`, often the larger
+/// part of a pod, are dropped before caching. Children keep theirs: apply reads them.
+fn watch_read_only<K>(client: &Client) -> (Store<K>, ChildStream<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    watch_with(client, |o: &mut K| o.meta_mut().managed_fields = None)
+}
+
+fn watch_with<K>(
+    client: &Client,
+    trim: impl FnMut(&mut K) + Send + 'static,
+) -> (Store<K>, ChildStream<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default()
         .labels(MANAGED_BY_SELECTOR)
         .any_semantic();
     let stream = watcher(Api::<K>::all(client.clone()), config)
         .default_backoff()
+        .modify(trim)
         .reflect(writer)
         .touched_objects()
         .boxed();
@@ -85,8 +105,8 @@ pub fn watch_children(client: &Client) -> (ChildStores, ChildStreams) {
     let (pod_disruption_budgets, pdb_stream) = watch(client);
     let (cron_jobs, cron_jobs_stream) = watch(client);
     let (jobs, jobs_stream) = watch(client);
-    let (pods, pods_stream) = watch(client);
-    let (claims, claims_stream) = watch(client);
+    let (pods, pods_stream) = watch_read_only(client);
+    let (claims, claims_stream) = watch_read_only(client);
     (
         ChildStores {
             deployments,
