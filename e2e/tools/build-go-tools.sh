@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Go tools the tests use, by module path at pinned versions, into a cache keyed by
-# version: CoreDNS (cluster DNS), the OCI distribution-spec conformance suite, oras and crane.
+# version: CoreDNS (cluster DNS), the OCI distribution-spec conformance suite, oras, crane and
+# versitygw (the S3 server of the object-storage tests).
 # Prints the bin directory.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,6 +30,12 @@ if [ ! -f "$(stamp crane "$CRANE_VERSION")" ]; then
     echo "building crane $CRANE_VERSION" >&2
     GOBIN=$bin go install -trimpath -ldflags "-s -w" "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
     touch "$(stamp crane "$CRANE_VERSION")"
+fi
+
+if [ ! -f "$(stamp versitygw "$VERSITYGW_VERSION")" ]; then
+    echo "building versitygw $VERSITYGW_VERSION" >&2
+    GOBIN=$bin go install -trimpath -ldflags "-s -w" "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+    touch "$(stamp versitygw "$VERSITYGW_VERSION")"
 fi
 
 if [ ! -f "$(stamp conformance "$CONFORMANCE_VERSION")" ]; then

@@ -355,7 +355,7 @@ async fn manifests<S: Store>(
     let name = repo.as_str().to_owned();
     let store = registry.store.clone();
     let inventory = tokio::task::spawn_blocking(move || {
-        store.gc_repository(&name, super::storage::fs_gc::Detail::Full)
+        store.repository_inventory(&name, super::storage::inventory::Detail::Full)
     })
     .await
     .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string()))?

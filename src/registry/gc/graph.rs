@@ -9,7 +9,7 @@ use super::parallel;
 use crate::registry::digest::{Algorithm, Digest};
 use crate::registry::manifest;
 use crate::registry::storage::Store;
-use crate::registry::storage::fs_gc::Detail;
+use crate::registry::storage::inventory::Detail;
 use sha2::{Digest as _, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -127,10 +127,10 @@ impl Graph {
 }
 
 fn load_repository<S: Store>(store: &S, name: &str, detail: Detail) -> Result<RepoGraph, GcError> {
-    let inventory = store.gc_repository(name, detail)?;
+    let inventory = store.repository_inventory(name, detail)?;
     let mut manifests = HashMap::with_capacity(inventory.revisions.len());
     for (digest, pushed, _) in inventory.revisions {
-        let Some(bytes) = store.gc_read(&digest) else {
+        let Some(bytes) = store.manifest_bytes(&digest) else {
             // A revision link whose content is gone references nothing that exists.
             continue;
         };
@@ -139,7 +139,7 @@ fn load_repository<S: Store>(store: &S, name: &str, detail: Detail) -> Result<Re
         let parsed = match manifest::parse(&bytes, None) {
             Ok(p) => p,
             Err(_) => {
-                let media_type = store.gc_media_type(name, &digest);
+                let media_type = store.manifest_media_type(name, &digest);
                 manifest::parse(&bytes, media_type.as_deref()).map_err(|e| GcError::Unreadable {
                     repository: name.to_owned(),
                     digest: digest.to_string(),

@@ -24,7 +24,7 @@ mod sweep;
 use super::digest::Digest;
 use super::names::RepoName;
 use super::storage::Store;
-use super::storage::fs_gc::Detail;
+use super::storage::inventory::Detail;
 use graph::{Graph, untagged};
 use protect::Protections;
 pub use protect::PushGuard;

@@ -102,10 +102,10 @@ impl Sweep<'_> {
         referenced: Vec<Key>,
         counts: &mut SweepCounts,
     ) -> Result<Vec<Doomed>, GcError> {
-        let groups = store.gc_blob_groups()?;
+        let groups = store.blob_shards()?;
         let doomed = Mutex::new(Vec::new());
         let parts = parallel::for_each(&groups, self.threads, Walked::default, |walked, group| {
-            let (blobs, unreferenced) = store.gc_walk_blobs(group, &mut |algorithm, hex| {
+            let (blobs, unreferenced) = store.walk_blob_shard(group, &mut |algorithm, hex| {
                 referenced.binary_search(&key_of(algorithm, hex)).is_err()
             })?;
             walked.blobs += blobs;
@@ -150,7 +150,7 @@ impl Sweep<'_> {
             || (),
             |_, repository| {
                 let mut linked = Vec::new();
-                store.gc_layer_links(repository, &mut |algorithm, hex| {
+                store.each_layer_link(repository, &mut |algorithm, hex| {
                     let key = key_of(algorithm, hex);
                     if let Ok(i) = doomed.binary_search_by(|d| d.key.cmp(&key)) {
                         linked.push(i);
@@ -160,7 +160,7 @@ impl Sweep<'_> {
                     let digest = doomed[i].digest();
                     let shard = self.protections.lock(&digest);
                     if !shard.protects(&digest, self.started) {
-                        store.gc_remove_layer_link(repository, &digest)?;
+                        store.remove_layer_link(repository, &digest)?;
                     }
                 }
                 Ok(())
@@ -181,7 +181,12 @@ impl Sweep<'_> {
             counts.protected += 1;
             return Ok(());
         }
-        let existed = self.dry_run || store.gc_remove_blob(&digest)?;
+        // Written again since the walk (an upload of the same bytes): young, so it stays.
+        let keep_since = self
+            .started_at
+            .checked_sub(self.grace)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let existed = self.dry_run || store.remove_blob(&digest, keep_since)?;
         drop(shard);
         if existed {
             counts.deleted += 1;

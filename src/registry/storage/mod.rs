@@ -3,14 +3,13 @@
 //! renames, so nothing above this trait assumes a local disk or a single process.
 
 pub mod fs;
-mod fs_documents;
-pub mod fs_gc;
-mod tag_lists;
+pub mod inventory;
 
 use super::digest::{Algorithm, Digest, Hasher};
 use super::names::{RepoName, Tag};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
+use inventory::{BlobEntry, BlobShard, Detail, RepoInventory};
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -44,7 +43,7 @@ pub struct StoredManifest {
     pub media_type: String,
 }
 
-pub trait Store: Documents + Send + Sync + 'static {
+pub trait Store: Documents + Inventory + Send + Sync + 'static {
     /// Size of a blob in the global content store, if present.
     fn blob_size(&self, digest: &Digest)
     -> impl Future<Output = StorageResult<Option<u64>>> + Send;
@@ -173,43 +172,47 @@ pub trait Store: Documents + Send + Sync + 'static {
         subject: &Digest,
         referrer: &Digest,
     ) -> impl Future<Output = StorageResult<()>> + Send;
-    // Garbage collection, one unit of work per call (blocking: call these off the runtime; the
-    // collector spreads the units over its threads).
-    /// One repository's inventory, in as much `detail` as asked.
-    fn gc_repository(
-        &self,
-        name: &str,
-        detail: fs_gc::Detail,
-    ) -> StorageResult<fs_gc::RepoInventory>;
-    /// The media type a manifest of `repository` was pushed with.
-    fn gc_media_type(&self, repository: &str, digest: &Digest) -> Option<String>;
-    /// A manifest's bytes.
-    fn gc_read(&self, digest: &Digest) -> Option<Vec<u8>>;
-    /// The blob store in parts that can be walked independently.
-    fn gc_blob_groups(&self) -> StorageResult<Vec<fs_gc::BlobGroup>>;
-    /// Counts the blobs of `group`; returns size and age of those `unreferenced` picks (it is
-    /// given each blob's algorithm and encoded digest).
-    fn gc_walk_blobs(
-        &self,
-        group: &fs_gc::BlobGroup,
-        unreferenced: &mut dyn FnMut(Algorithm, &str) -> bool,
-    ) -> StorageResult<(u64, Vec<fs_gc::BlobEntry>)>;
-    /// Calls `visit` with every blob linked into `repository`.
-    fn gc_layer_links(
-        &self,
-        repository: &str,
-        visit: &mut dyn FnMut(Algorithm, &str),
-    ) -> StorageResult<()>;
-    /// Removes one blob link of `repository` (gone already is fine).
-    fn gc_remove_layer_link(&self, repository: &str, digest: &Digest) -> StorageResult<()>;
-    /// Removes a blob's content; returns whether it existed.
-    fn gc_remove_blob(&self, digest: &Digest) -> StorageResult<bool>;
     /// Descriptors (JSON) of the manifests whose subject is `subject`.
     fn list_referrers(
         &self,
         repo: &RepoName,
         subject: &Digest,
     ) -> impl Future<Output = StorageResult<Vec<Bytes>>> + Send;
+}
+
+/// What garbage collection reads and removes, one unit of work per call, so that a collection
+/// can spread the units over its threads. Blocking: call these off the async runtime.
+pub trait Inventory: Send + Sync + 'static {
+    /// One repository's inventory, in as much `detail` as asked.
+    fn repository_inventory(&self, name: &str, detail: Detail) -> StorageResult<RepoInventory>;
+    /// The media type a manifest of `repository` was pushed with.
+    fn manifest_media_type(&self, repository: &str, digest: &Digest) -> Option<String>;
+    /// A manifest's bytes.
+    fn manifest_bytes(&self, digest: &Digest) -> Option<Vec<u8>>;
+    /// The shards of the blob store worth walking (a backend may leave out empty ones).
+    fn blob_shards(&self) -> StorageResult<Vec<BlobShard>>;
+    /// Counts the blobs of `shard`; returns size and age of those `unreferenced` picks (it is
+    /// given each blob's algorithm and encoded digest).
+    fn walk_blob_shard(
+        &self,
+        shard: &BlobShard,
+        unreferenced: &mut dyn FnMut(Algorithm, &str) -> bool,
+    ) -> StorageResult<(u64, Vec<BlobEntry>)>;
+    /// Calls `visit` with every blob linked into `repository`.
+    fn each_layer_link(
+        &self,
+        repository: &str,
+        visit: &mut dyn FnMut(Algorithm, &str),
+    ) -> StorageResult<()>;
+    /// Removes one blob link of `repository` (gone already is fine).
+    fn remove_layer_link(&self, repository: &str, digest: &Digest) -> StorageResult<()>;
+    /// Removes a blob's content unless it was written at or after `keep_since` (an upload of
+    /// the same bytes since the walk); returns whether it removed it.
+    fn remove_blob(
+        &self,
+        digest: &Digest,
+        keep_since: std::time::SystemTime,
+    ) -> StorageResult<bool>;
 }
 
 /// Small JSON documents the registry keeps about itself (robot accounts, the token signing key),

@@ -1,75 +1,23 @@
-//! What garbage collection needs from the filesystem backend, one unit of work at a time so
-//! that the collector can spread the units over its threads: one repository's inventory
-//! (revisions, optionally with ages, media types and tags) or blob links, one group of blobs
-//! (those nothing references: size and age; the others are only counted, never stat'ed), and
-//! removal of one link or one blob. Blocking; the collector runs it off the runtime.
+//! What garbage collection reads from the filesystem backend: a repository's inventory from its
+//! `_manifests` directories, a blob shard from one `blobs/<alg>/<prefix>` directory (only the
+//! unreferenced blobs are stat'ed), and removal of one link or one blob.
 
-use super::fs::FsStore;
-use super::{StorageError, StorageResult};
+use super::FsStore;
 use crate::registry::digest::{Algorithm, Digest};
 use crate::registry::names::RepoName;
+use crate::registry::storage::inventory::{
+    BlobEntry, BlobShard, Detail, RepoInventory, algorithm_named, digest_from, is_encoded,
+};
+use crate::registry::storage::{Inventory, StorageError, StorageResult};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-
-/// One repository as it is on disk.
-#[derive(Debug, Default)]
-pub struct RepoInventory {
-    /// Manifests linked into the repository: when they were linked (pushed; the epoch unless
-    /// asked for), and the media type they were pushed with (empty unless asked for: it costs
-    /// a read per manifest).
-    pub revisions: Vec<(Digest, SystemTime, String)>,
-    /// Digests the tags point to (empty unless asked for).
-    pub tagged: Vec<Digest>,
-}
-
-/// A blob nothing references.
-#[derive(Debug, Clone)]
-pub struct BlobEntry {
-    pub digest: Digest,
-    pub size: u64,
-    pub modified: SystemTime,
-}
-
-/// A part of the blob store that can be walked on its own: one `<alg>/<prefix>` directory.
-#[derive(Debug, Clone)]
-pub struct BlobGroup {
-    algorithm: Algorithm,
-    dir: PathBuf,
-}
-
-/// How much of a repository an inventory reads: every extra costs a system call per manifest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Detail {
-    /// The revisions (what garbage collection of blobs needs).
-    Revisions,
-    /// Also when each revision was pushed, and the tags (untagged manifests).
-    Ages,
-    /// Also each revision's media type (the admin listing).
-    Full,
-}
 
 fn io_error(path: &Path, source: io::Error) -> StorageError {
     StorageError::Io {
         path: path.display().to_string(),
         source,
     }
-}
-
-fn algorithm_named(name: &str) -> Option<Algorithm> {
-    match name {
-        "sha256" => Some(Algorithm::Sha256),
-        "sha512" => Some(Algorithm::Sha512),
-        _ => None,
-    }
-}
-
-/// Whether a file name is an encoded digest of `algorithm`: temporaries and strays are not.
-fn is_encoded(algorithm: Algorithm, hex: &str) -> bool {
-    hex.len() == algorithm.hex_len()
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Calls `visit` for every `<alg>/<hex>` file under `dir` (a missing `dir` has none).
@@ -105,10 +53,6 @@ fn each_digest_file(
     Ok(())
 }
 
-fn digest_from(algorithm: Algorithm, hex: &str) -> Option<Digest> {
-    format!("{}:{hex}", algorithm.name()).parse().ok()
-}
-
 fn remove_if_present(path: &Path) -> StorageResult<bool> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(true),
@@ -121,8 +65,10 @@ impl FsStore {
     fn repository_dir(&self, name: &str) -> PathBuf {
         self.root.join("repositories").join(name)
     }
+}
 
-    pub fn inventory_repository(&self, name: &str, detail: Detail) -> StorageResult<RepoInventory> {
+impl Inventory for FsStore {
+    fn repository_inventory(&self, name: &str, detail: Detail) -> StorageResult<RepoInventory> {
         let dir = self.repository_dir(name);
         let mut revisions = Vec::new();
         let mut failed = None;
@@ -145,7 +91,7 @@ impl FsStore {
                     },
                 };
                 let media_type = match detail {
-                    Detail::Full => self.revision_media_type(name, &digest).unwrap_or_default(),
+                    Detail::Full => self.manifest_media_type(name, &digest).unwrap_or_default(),
                     _ => String::new(),
                 };
                 revisions.push((digest, pushed, media_type));
@@ -173,8 +119,8 @@ impl FsStore {
         Ok(RepoInventory { revisions, tagged })
     }
 
-    /// The media type a manifest was pushed with (its revision link's content).
-    pub fn revision_media_type(&self, repository: &str, digest: &Digest) -> Option<String> {
+    /// The revision link's content.
+    fn manifest_media_type(&self, repository: &str, digest: &Digest) -> Option<String> {
         let link = self
             .repository_dir(repository)
             .join("_manifests/revisions")
@@ -183,8 +129,7 @@ impl FsStore {
         std::fs::read_to_string(link).ok()
     }
 
-    /// Calls `visit` with every blob linked into `repository`.
-    pub fn each_layer_link(
+    fn each_layer_link(
         &self,
         repository: &str,
         visit: &mut dyn FnMut(Algorithm, &str),
@@ -195,14 +140,14 @@ impl FsStore {
         )
     }
 
-    pub fn remove_layer_link(&self, repository: &str, digest: &Digest) -> StorageResult<()> {
+    fn remove_layer_link(&self, repository: &str, digest: &Digest) -> StorageResult<()> {
         let name = RepoName::parse(repository)
             .map_err(|e| StorageError::Corrupt(format!("repository {repository:?}: {e}")))?;
         remove_if_present(&self.layer_link_file(&name, digest)).map(drop)
     }
 
-    /// The blob store's prefix directories.
-    pub fn blob_groups(&self) -> StorageResult<Vec<BlobGroup>> {
+    /// The prefix directories that exist.
+    fn blob_shards(&self) -> StorageResult<Vec<BlobShard>> {
         let root = self.root.join("blobs");
         let mut groups = Vec::new();
         for alg in std::fs::read_dir(&root).map_err(|e| io_error(&root, e))? {
@@ -213,30 +158,34 @@ impl FsStore {
             let alg_dir = alg.path();
             for prefix in std::fs::read_dir(&alg_dir).map_err(|e| io_error(&alg_dir, e))? {
                 let prefix = prefix.map_err(|e| io_error(&alg_dir, e))?;
-                groups.push(BlobGroup {
-                    algorithm,
-                    dir: prefix.path(),
-                });
+                let prefix = prefix.file_name().to_string_lossy().into_owned();
+                if prefix.len() == 2 {
+                    groups.push(BlobShard { algorithm, prefix });
+                }
             }
         }
         Ok(groups)
     }
 
-    /// Counts the blobs of `group`, and returns size and age of those `unreferenced` picks.
-    pub fn walk_blob_group(
+    fn walk_blob_shard(
         &self,
-        group: &BlobGroup,
+        group: &BlobShard,
         unreferenced: &mut dyn FnMut(Algorithm, &str) -> bool,
     ) -> StorageResult<(u64, Vec<BlobEntry>)> {
-        let files = match std::fs::read_dir(&group.dir) {
+        let dir = self
+            .root
+            .join("blobs")
+            .join(group.algorithm.name())
+            .join(&group.prefix);
+        let files = match std::fs::read_dir(&dir) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, Vec::new())),
-            Err(e) => return Err(io_error(&group.dir, e)),
+            Err(e) => return Err(io_error(&dir, e)),
         };
         let mut total = 0;
         let mut found = Vec::new();
         for file in files {
-            let file = file.map_err(|e| io_error(&group.dir, e))?;
+            let file = file.map_err(|e| io_error(&dir, e))?;
             let name = file.file_name();
             let hex = name.to_string_lossy();
             if !is_encoded(group.algorithm, &hex) {
@@ -263,13 +212,20 @@ impl FsStore {
         Ok((total, found))
     }
 
-    /// The stored bytes of a manifest (manifests are blobs too).
-    pub fn read_manifest_blob(&self, digest: &Digest) -> Option<Vec<u8>> {
+    /// Manifests are blobs too.
+    fn manifest_bytes(&self, digest: &Digest) -> Option<Vec<u8>> {
         std::fs::read(self.blob_file(digest)).ok()
     }
 
-    /// Removes a blob's content; returns whether it existed.
-    pub fn remove_blob_content(&self, digest: &Digest) -> StorageResult<bool> {
-        remove_if_present(&self.blob_file(digest))
+    fn remove_blob(&self, digest: &Digest, keep_since: SystemTime) -> StorageResult<bool> {
+        let path = self.blob_file(digest);
+        // A commit of the same bytes renames a new file into place: its time says so.
+        match std::fs::metadata(&path).and_then(|m| m.modified()) {
+            Ok(modified) if modified >= keep_since => return Ok(false),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_error(&path, e)),
+        }
+        remove_if_present(&path)
     }
 }

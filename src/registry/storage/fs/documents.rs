@@ -1,7 +1,9 @@
 //! The filesystem backend's documents: one file per key under `_wharf/`, replaced by rename.
 
-use super::fs::FsStore;
-use super::{BoxFuture, Documents, StorageError, StorageResult, valid_document_key};
+use super::FsStore;
+use crate::registry::storage::{
+    BoxFuture, Documents, StorageError, StorageResult, valid_document_key,
+};
 use std::io;
 use std::path::PathBuf;
 
