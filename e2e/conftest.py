@@ -43,6 +43,24 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One real S3 server (versitygw) for the session; tests use their own key prefixes."""
+    from support.s3 import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def backend(request):
+    """The storage a registry test runs on: {"s3": S3Server or None}, as Registry(**backend)."""
+    if request.param == "s3":
+        return {"s3": request.getfixturevalue("s3_server")}
+    return {}
+
+
+@pytest.fixture(scope="session")
 def wharf_bin():
     """The debug build of wharf (cargo test has built most of it already)."""
     run(["cargo", "build", "--locked", "-q"], cwd=REPO, timeout=3600)

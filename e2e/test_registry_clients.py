@@ -1,6 +1,6 @@
 """Real registry clients against `wharf registry`: skopeo (copy, --all multi-arch, sync, Docker
 schema 2), podman (login, push, pull), oras (push, attach, discover through the referrers API),
-and containerd's ctr (pull with and without credentials)."""
+and containerd's ctr (pull with and without credentials), each on the filesystem and on S3."""
 
 import gzip
 import hashlib
@@ -27,8 +27,8 @@ def busybox_archive():
 
 
 @pytest.fixture
-def registry(wharf_bin):
-    r = Registry(wharf_bin, users={USER: PASSWORD}).start()
+def registry(wharf_bin, backend):
+    r = Registry(wharf_bin, users={USER: PASSWORD}, **backend).start()
     yield r
     r.cleanup()
 
@@ -149,12 +149,12 @@ def test_oras_push_attach_discover(registry, tmp_path):
     assert (out / "artifact.txt").read_bytes() == (tmp_path / "artifact.txt").read_bytes()
 
 
-def test_containerd_pull_with_and_without_credentials(cluster, wharf_bin, busybox_archive):
+def test_containerd_pull_with_and_without_credentials(cluster, wharf_bin, backend, busybox_archive):
     if not cluster.local:
         pytest.skip("needs the local cluster's containerd")
     sock = os.path.join(CLUSTER_DIR, "containerd", "containerd.sock")
-    with_auth = Registry(wharf_bin, users={USER: PASSWORD}).start()
-    anonymous = Registry(wharf_bin, users={USER: PASSWORD}, args=["--anonymous-pull"]).start()
+    with_auth = Registry(wharf_bin, users={USER: PASSWORD}, **backend).start()
+    anonymous = Registry(wharf_bin, users={USER: PASSWORD}, args=["--anonymous-pull"], **backend).start()
     try:
         for r in (with_auth, anonymous):
             skopeo("copy", "--dest-tls-verify=false", "--dest-creds", creds(),

@@ -1,5 +1,6 @@
 """The OCI distribution-spec conformance suite, every workflow and every optional API on,
-against a fresh `wharf registry`: all Pass, no Skip, no Disabled, no Fail."""
+against a fresh `wharf registry` on each storage backend (filesystem, S3): all Pass, no Skip, no
+Disabled, no Fail."""
 
 import os
 import xml.etree.ElementTree as ET
@@ -10,9 +11,9 @@ from support.registry import Registry
 CONFORMANCE = os.path.join(CACHE, "tools", "bin", "conformance.test")
 
 
-def test_oci_distribution_spec_conformance(wharf_bin, tmp_path):
+def test_oci_distribution_spec_conformance(wharf_bin, backend, tmp_path):
     assert os.access(CONFORMANCE, os.X_OK), f"{CONFORMANCE} missing: run e2e/tools/build-go-tools.sh"
-    registry = Registry(wharf_bin, args=["--allow-sparse-manifests"]).start()
+    registry = Registry(wharf_bin, args=["--allow-sparse-manifests"], **backend).start()
     results = tmp_path / "results"
     env = {
         **os.environ,

@@ -1,5 +1,7 @@
 """kill -9 in the middle of many concurrent pushes: after a restart every completed push pulls
-bit-identical, no partial blob or dangling tag is visible, and leftover uploads can be cleaned up."""
+bit-identical, no partial blob or dangling tag is visible, and leftover uploads can be cleaned up;
+on the filesystem and on S3 (whose server keeps objects as plain files, so the same checks read
+them)."""
 
 import hashlib
 import json
@@ -9,6 +11,7 @@ import time
 
 from support.oci import OCI_MANIFEST, Client, sha256
 from support.registry import Registry
+from support.s3 import BUCKET
 
 WRITERS = 8
 MAX_PUSHES_PER_WRITER = 200  # bounds the load loop in count; the kill bounds it in time
@@ -38,8 +41,29 @@ def push_one(client, repo, tag):
     return manifest, {sha256(b): b for b in (mono, chunked, config)}
 
 
-def test_sigkill_during_concurrent_pushes_loses_nothing_completed(wharf_bin):
-    registry = Registry(wharf_bin).start()
+def stored_root(registry):
+    """Where the registry's layout is on disk: its directory, or its prefix in the S3 bucket."""
+    if registry.s3:
+        return os.path.join(registry.s3.data_dir, "objects", BUCKET, registry.s3_prefix)
+    return registry.storage
+
+
+def interrupted_uploads(root):
+    """(repository, upload id) of every upload left in storage."""
+    uploads = os.path.join(root, "uploads")
+    found = []
+    for upload_id in os.listdir(uploads) if os.path.isdir(uploads) else []:
+        owner = os.path.join(uploads, upload_id, "repository")  # filesystem
+        state = os.path.join(uploads, upload_id, "state")  # S3
+        if os.path.exists(owner):
+            found.append((open(owner).read(), upload_id))
+        elif os.path.exists(state):
+            found.append((json.load(open(state))["repository"], upload_id))
+    return found
+
+
+def test_sigkill_during_concurrent_pushes_loses_nothing_completed(wharf_bin, backend):
+    registry = Registry(wharf_bin, s3_prefix=f"crash-{os.urandom(4).hex()}", **backend).start()
     completed = {}
     lock = threading.Lock()
     stop = threading.Event()
@@ -67,7 +91,7 @@ def test_sigkill_during_concurrent_pushes_loses_nothing_completed(wharf_bin):
         t.join(30)
     assert completed, "no push completed before the kill: the test proves nothing"
 
-    restarted = Registry(wharf_bin, storage=registry.storage).start()
+    restarted = Registry(wharf_bin, storage=registry.storage, s3_prefix=registry.s3_prefix, **backend).start()
     try:
         client = Client(restarted.address)
         for (repo, tag), (manifest, blobs) in completed.items():
@@ -77,7 +101,7 @@ def test_sigkill_during_concurrent_pushes_loses_nothing_completed(wharf_bin):
                 status, _, body = client.request("GET", f"/v2/{repo}/blobs/{digest}")
                 assert status == 200 and body == data, (repo, digest)
 
-        root = restarted.storage
+        root = stored_root(restarted)
         # No visible blob is partial: every blob file hashes to its name.
         for dirpath, _, files in os.walk(os.path.join(root, "blobs", "sha256")):
             for name in files:
@@ -97,12 +121,8 @@ def test_sigkill_during_concurrent_pushes_loses_nothing_completed(wharf_bin):
                 tags_checked += 1
         assert tags_checked >= len(completed)
         # Interrupted uploads can be cancelled (or are purged by age).
-        uploads = os.path.join(root, "uploads")
-        for upload_id in os.listdir(uploads):
-            owner = os.path.join(uploads, upload_id, "repository")
-            if os.path.exists(owner):
-                repo = open(owner).read()
-                assert client.request("DELETE", f"/v2/{repo}/blobs/uploads/{upload_id}")[0] == 204
+        for repo, upload_id in interrupted_uploads(root):
+            assert client.request("DELETE", f"/v2/{repo}/blobs/uploads/{upload_id}")[0] == 204
         print(f"completed pushes before the kill: {len(completed)}, tags verified: {tags_checked}")
     finally:
         restarted.cleanup()

@@ -33,6 +33,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // One TLS implementation for every client in the process (the S3 client's reqwest, kube):
+    // ring, which the server side uses too.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match Cli::parse().command {
         Command::Registry(args) => run_async(wharf::registry::server::run(args)),
         Command::Operator(args) => run_async(wharf::operator::run(args)),

@@ -17,7 +17,8 @@ def write_htpasswd(path, users):
 
 
 class Registry:
-    def __init__(self, binary, host="127.0.0.1", port=None, storage=None, users=None, args=(), env=None, tls=None):
+    def __init__(self, binary, host="127.0.0.1", port=None, storage=None, users=None, args=(), env=None, tls=None,
+                 s3=None, s3_prefix=None, config=""):
         self.binary = binary
         self.host = host
         self.port = port or free_port(host if host != "0.0.0.0" else "127.0.0.1")
@@ -27,6 +28,11 @@ class Registry:
         self.extra_args = list(args)
         self.tls = tls  # (cert, key) PEM paths: serve HTTPS
         self.env = env or {}
+        # S3 storage: an S3Server (support/s3.py) and the key prefix in its bucket. Several
+        # registries with the same prefix are replicas of one registry.
+        self.s3 = s3
+        self.s3_prefix = s3_prefix
+        self.config_text = config
         self.proc = None
         self.log_path = os.path.join(self.tmp, "registry.log")
 
@@ -40,13 +46,23 @@ class Registry:
 
     def start(self):
         args = [self.binary, "registry", "--storage", self.storage, "--listen", self.address, *self.extra_args]
+        config = self.config_text
+        base_env = os.environ
+        if self.s3:
+            config = self.s3.config(prefix=self.s3_prefix) + config
+            base_env = self.s3.env()
+        if config:
+            path = os.path.join(self.tmp, "config.yaml")
+            with open(path, "w") as f:
+                f.write(config)
+            args += ["--config", path]
         if self.users:
             path = os.path.join(self.tmp, "htpasswd")
             write_htpasswd(path, self.users)
             args += ["--htpasswd", path]
         if self.tls:
             args += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
-        env = {**os.environ, "WHARF_LOG": "info", **self.env}
+        env = {**base_env, "WHARF_LOG": "info", **self.env}
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         try:

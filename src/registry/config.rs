@@ -2,6 +2,7 @@
 //! variables, over defaults that make `wharf registry --storage ./data` a working registry.
 
 use super::auth::{AccessRule, TokenSettings};
+use super::storage::s3::S3Config;
 use crate::duration;
 use clap::Args;
 use serde::Deserialize;
@@ -22,6 +23,8 @@ pub enum ConfigError {
     Listen(String),
     #[error("TLS needs both a certificate and a key file")]
     TlsIncomplete,
+    #[error("storage.s3.bucket is required for S3 storage")]
+    S3Bucket,
 }
 
 /// Flags of `wharf registry`. Each also reads an environment variable.
@@ -84,6 +87,7 @@ struct FileConfig {
 struct FileStorage {
     #[serde(default)]
     filesystem: FileFilesystem,
+    s3: Option<FileS3>,
     deletes: Option<bool>,
     allow_sparse_manifests: Option<bool>,
     mount_without_from: Option<bool>,
@@ -96,6 +100,23 @@ struct FileStorage {
 struct FileFilesystem {
     root: Option<PathBuf>,
     fsync: Option<bool>,
+}
+
+/// `storage.s3`: the bucket instead of a directory. Credentials are not configured here: they
+/// come from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, web identity ...),
+/// so that the file can be shown and shared without leaking them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileS3 {
+    bucket: String,
+    prefix: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    #[serde(default)]
+    path_style: bool,
+    ca_bundle: Option<PathBuf>,
+    #[serde(default)]
+    redirect: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +195,8 @@ struct FileLog {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `None`: the filesystem at `storage_root`.
+    pub s3: Option<S3Config>,
     pub storage_root: PathBuf,
     pub fsync: bool,
     pub deletes_enabled: bool,
@@ -259,8 +282,22 @@ impl Config {
             .clone()
             .or(file.log.format)
             .unwrap_or_else(|| "json".into());
+        let s3 = match file.storage.s3 {
+            None => None,
+            Some(s3) if s3.bucket.trim().is_empty() => return Err(ConfigError::S3Bucket),
+            Some(s3) => Some(S3Config {
+                bucket: s3.bucket,
+                prefix: s3.prefix,
+                region: s3.region,
+                endpoint: s3.endpoint,
+                path_style: s3.path_style,
+                ca_bundle: s3.ca_bundle,
+                redirect: s3.redirect,
+            }),
+        };
         Ok(Config {
             listen,
+            s3,
             storage_root: args
                 .storage
                 .clone()
@@ -357,6 +394,30 @@ mod tests {
         assert_eq!(token.lifetime, Duration::from_secs(120));
         assert_eq!(token.service, "reg");
         assert_eq!(c.access_rules[0].users, ["ci"]);
+    }
+
+    #[test]
+    fn s3_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "storage:\n  s3: {bucket: images, prefix: reg/a, endpoint: \"http://127.0.0.1:9000\", pathStyle: true, redirect: true}\n",
+        )
+        .unwrap();
+        let args = RegistryArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let s3 = Config::resolve(&args).unwrap().s3.expect("s3 storage");
+        assert_eq!(s3.bucket, "images");
+        assert_eq!(s3.prefix.as_deref(), Some("reg/a"));
+        assert!(s3.path_style && s3.redirect && s3.region.is_none());
+        std::fs::write(&path, "storage:\n  s3: {bucket: \"\"}\n").unwrap();
+        assert!(matches!(Config::resolve(&args), Err(ConfigError::S3Bucket)));
+        std::fs::write(&path, "storage:\n  s3: {bucket: b, secretKey: x}\n").unwrap();
+        let err = Config::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("secretKey"), "{err}");
     }
 
     #[test]

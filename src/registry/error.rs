@@ -42,8 +42,17 @@ pub enum RegistryError {
     Unsupported(&'static str),
     #[error("invalid request: {0}")]
     BadRequest(String),
-    #[error("storage failure")]
+    #[error("{}", storage_message(.0))]
     Storage(#[from] StorageError),
+}
+
+/// What a client is told about a storage failure: whether to retry, never the backend's detail
+/// (which is logged).
+fn storage_message(e: &StorageError) -> &'static str {
+    match e {
+        StorageError::Unavailable(_) => "storage is unavailable; retry later",
+        _ => "storage failure",
+    }
 }
 
 impl RegistryError {
@@ -67,6 +76,10 @@ impl RegistryError {
             Unsupported(_) => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
             BadRequest(_) => ("UNSUPPORTED", StatusCode::BAD_REQUEST),
             Storage(StorageError::NotFound) => ("BLOB_UNKNOWN", StatusCode::NOT_FOUND),
+            // Distribution's code for a backend that does not answer; clients retry on 503.
+            Storage(StorageError::Unavailable(_)) => {
+                ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE)
+            }
             Storage(_) => ("UNKNOWN", StatusCode::INTERNAL_SERVER_ERROR),
         }
     }

@@ -7,6 +7,7 @@ use super::auth::{Auth, AuthError, AuthOptions, Scope};
 use super::config::{Config, ConfigError, RegistryArgs};
 use super::storage::Store;
 use super::storage::fs::FsStore;
+use super::storage::s3::{S3SetupError, S3Store};
 use super::tls::{self, TlsError};
 use axum::Router;
 use axum::extract::State;
@@ -36,6 +37,8 @@ pub enum ServerError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot use S3 storage: {0}")]
+    S3(#[from] S3SetupError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -90,12 +93,34 @@ async fn metrics<S: Store>(
 pub async fn run(args: RegistryArgs) -> Result<(), ServerError> {
     let config = Config::resolve(&args)?;
     crate::logging::init(config.log_json);
-    let store = FsStore::new(&config.storage_root, config.fsync).map_err(|source| {
-        ServerError::Storage {
-            path: config.storage_root.display().to_string(),
-            source,
+    match &config.s3 {
+        Some(s3) => {
+            let store = S3Store::connect(s3).await?;
+            let location = format!(
+                "s3://{}/{}",
+                s3.bucket,
+                s3.prefix.as_deref().unwrap_or_default()
+            );
+            serve_store(store, config, location).await
         }
-    })?;
+        None => {
+            let store = FsStore::new(&config.storage_root, config.fsync).map_err(|source| {
+                ServerError::Storage {
+                    path: config.storage_root.display().to_string(),
+                    source,
+                }
+            })?;
+            let location = config.storage_root.display().to_string();
+            serve_store(store, config, location).await
+        }
+    }
+}
+
+async fn serve_store<S: Store>(
+    store: Arc<S>,
+    config: Config,
+    location: String,
+) -> Result<(), ServerError> {
     let auth = Auth::new(
         AuthOptions {
             htpasswd: config.htpasswd.clone(),
@@ -123,7 +148,7 @@ pub async fn run(args: RegistryArgs) -> Result<(), ServerError> {
     tokio::spawn(maintenance(registry.clone()));
     tracing::info!(
         listen = %config.listen,
-        storage = %config.storage_root.display(),
+        storage = %location,
         tls = tls.is_some(),
         auth = !config.htpasswd.is_empty(),
         token_auth = config.token.is_some() && !config.htpasswd.is_empty(),
@@ -231,29 +256,11 @@ async fn maintenance<S: Store>(registry: Arc<Registry<S>>) {
                 registry.pulls.flush(registry.store.as_ref()).await;
             }
             _ = sample.tick() => {
-                let root = registry.config.storage_root.join("blobs");
-                if let Ok(bytes) = tokio::task::spawn_blocking(move || dir_size(&root)).await {
+                let store = registry.store.clone();
+                if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || store.blob_bytes()).await {
                     registry.metrics.set_storage_bytes(bytes);
                 }
             }
         }
     }
-}
-
-fn dir_size(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.filter_map(Result::ok) {
-            match entry.metadata() {
-                Ok(m) if m.is_dir() => stack.push(entry.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
 }

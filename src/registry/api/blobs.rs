@@ -36,6 +36,15 @@ pub async fn get<S: Store>(
         .blob_size(digest)
         .await?
         .ok_or(RegistryError::BlobUnknown)?;
+    if with_body && let Some(url) = registry.store.blob_url(digest).await? {
+        return Ok(empty(
+            StatusCode::TEMPORARY_REDIRECT,
+            &[
+                ("location", hv(&url)),
+                (DOCKER_CONTENT_DIGEST, hv(&digest.to_string())),
+            ],
+        ));
+    }
     let digest_header = hv(&digest.to_string());
     let common = |r: &mut Response| {
         let h = r.headers_mut();

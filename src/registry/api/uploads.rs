@@ -1,7 +1,7 @@
 //! The blob upload path: start (with mount or monolithic digest), PATCH chunks, PUT to finish,
 //! status and cancel. Every byte is hashed once, as it streams to storage; the hash state lives
-//! in memory between requests and is rebuilt from the stored bytes when another process (or a
-//! restarted one) continues an upload.
+//! in memory between requests, and where the backend keeps a checkpoint of it (S3), another
+//! replica continues from that; otherwise it is rebuilt from the stored bytes.
 
 use super::{DOCKER_CONTENT_DIGEST, Query, empty, header_str, hv};
 use crate::registry::Registry;
@@ -262,7 +262,7 @@ async fn append<S: Store>(
 }
 
 /// The hash state for an upload at `len` bytes: the one kept in memory when it matches, else
-/// rebuilt from the stored bytes (another replica or a restart wrote them).
+/// the checkpoint the backend saved, else rebuilt from the stored bytes.
 async fn resume_hasher<S: Store>(
     registry: &Registry<S>,
     repo: &RepoName,
@@ -275,6 +275,16 @@ async fn resume_hasher<S: Store>(
         return Ok(algorithm_if_new.hasher());
     }
     if let Some(hasher) = registry.upload_hashes.take_at(id, len) {
+        return Ok(hasher);
+    }
+    // Another replica took the last chunk: continue from the state it saved with it.
+    if let Some((at, hasher)) = registry
+        .store
+        .upload_checkpoint(repo, id)
+        .await
+        .map_err(upload_error)?
+        && at == len
+    {
         return Ok(hasher);
     }
     rehash(registry, repo, id, algorithm_if_new).await

@@ -4,6 +4,7 @@
 
 pub mod fs;
 pub mod inventory;
+pub mod s3;
 
 use super::digest::{Algorithm, Digest, Hasher};
 use super::names::{RepoName, Tag};
@@ -26,6 +27,12 @@ pub enum StorageError {
     Io { path: String, source: io::Error },
     #[error("stored metadata is corrupt: {0}")]
     Corrupt(String),
+    /// The storage service cannot be reached or refuses us (down, overloaded, wrong keys):
+    /// the request may succeed later.
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage request failed: {0}")]
+    Backend(String),
 }
 
 pub type StorageResult<T> = Result<T, StorageError>;
@@ -54,7 +61,26 @@ pub trait Store: Documents + Inventory + Send + Sync + 'static {
         range: Option<(u64, u64)>,
     ) -> impl Future<Output = StorageResult<BlobBody>> + Send;
 
+    /// Where a client can fetch the blob itself (a presigned object URL), when the backend is
+    /// set to redirect blob reads; `None`: the registry streams it.
+    fn blob_url(
+        &self,
+        _digest: &Digest,
+    ) -> impl Future<Output = StorageResult<Option<String>>> + Send {
+        async { Ok(None) }
+    }
+
     fn create_upload(&self, repo: &RepoName) -> impl Future<Output = StorageResult<String>> + Send;
+    /// The hash state the backend saved with the upload's last append, and the length it
+    /// covers, so that any replica continues the hash without re-reading the bytes. `None`
+    /// when the backend keeps none (the caller then rehashes what `read_upload` returns).
+    fn upload_checkpoint(
+        &self,
+        _repo: &RepoName,
+        _id: &str,
+    ) -> impl Future<Output = StorageResult<Option<(u64, Hasher)>>> + Send {
+        async { Ok(None) }
+    }
     /// Bytes received so far; `NotFound` when the upload does not exist for this repository.
     fn upload_len(
         &self,
@@ -213,6 +239,9 @@ pub trait Inventory: Send + Sync + 'static {
         digest: &Digest,
         keep_since: std::time::SystemTime,
     ) -> StorageResult<bool>;
+    /// Bytes the blob store holds (for `/metrics`; sampled every minute, so a backend where
+    /// this is a long listing may answer from a recent sample).
+    fn blob_bytes(&self) -> StorageResult<u64>;
 }
 
 /// Small JSON documents the registry keeps about itself (robot accounts, the token signing key),

@@ -228,4 +228,22 @@ impl Inventory for FsStore {
         }
         remove_if_present(&path)
     }
+
+    fn blob_bytes(&self) -> StorageResult<u64> {
+        let mut total = 0;
+        let mut stack = vec![self.root.join("blobs")];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for entry in entries.filter_map(Result::ok) {
+                match entry.metadata() {
+                    Ok(m) if m.is_dir() => stack.push(entry.path()),
+                    Ok(m) => total += m.len(),
+                    Err(_) => {}
+                }
+            }
+        }
+        Ok(total)
+    }
 }

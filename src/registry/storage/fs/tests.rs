@@ -1,6 +1,6 @@
 use super::*;
-use futures_util::StreamExt;
 use crate::registry::digest::Algorithm;
+use futures_util::StreamExt;
 
 fn repo(name: &str) -> RepoName {
     RepoName::parse(name).unwrap()
