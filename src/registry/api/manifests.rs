@@ -5,6 +5,7 @@ use super::{DOCKER_CONTENT_DIGEST, Query, empty, header_str, hv};
 use crate::registry::Registry;
 use crate::registry::digest::{Algorithm, Digest};
 use crate::registry::error::RegistryError;
+use crate::registry::gc;
 use crate::registry::manifest::{self, Kind, MAX_MANIFEST_BYTES};
 use crate::registry::names::{Reference, RepoName, Tag};
 use crate::registry::storage::{Store, StoredManifest};
@@ -92,14 +93,17 @@ pub async fn put<S: Store>(
     }
     // Announce before checking, so that garbage collection either keeps these or has already
     // removed them (and the check fails cleanly).
-    let _push = registry.gc.begin_push(
-        parsed
-            .blobs
-            .iter()
-            .chain(&parsed.layers)
-            .chain(&parsed.children)
-            .chain([&digest]),
-    );
+    let referenced: Vec<Digest> = parsed
+        .blobs
+        .iter()
+        .chain(&parsed.layers)
+        .chain(&parsed.children)
+        .chain([&digest])
+        .cloned()
+        .collect();
+    let _push = registry.gc.begin_push(&referenced);
+    // The same, for collections on other replicas sharing the storage.
+    let shared_push = gc::shared::announce(registry.store.as_ref(), &referenced).await?;
     check_references(registry, repo, &parsed).await?;
 
     let stored = StoredManifest {
@@ -118,6 +122,7 @@ pub async fn put<S: Store>(
     for tag in &tags {
         registry.store.set_tag(repo, tag, &digest).await?;
     }
+    shared_push.finish(registry.store.as_ref()).await;
     registry.metrics.bytes_received(bytes.len() as u64);
     tracing::info!(repository = %repo, digest = %digest, tags = tags.len(), "manifest stored");
 

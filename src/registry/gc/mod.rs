@@ -13,12 +13,20 @@
 //!    uploads and HEAD checks `touch` their blob the same way.
 //! 3. Links go before content: a crash leaves an unreferenced blob for the next run.
 //!
+//! Replicas sharing one storage see each other's pushes through it (`shared.rs`): each round of
+//! removals first publishes what it will remove, then reads the markers pushes write before
+//! they check their references, and spares what they name; a push that finds one of its
+//! references published waits for the round to end. Only one collection runs at a time across
+//! replicas, and every removal re-checks the object's time, so a blob uploaded again since the
+//! walk stays.
+//!
 //! Untagged manifests (not reachable from a tag through index children or as a referrer of a
 //! reachable manifest) can be deleted too, after their own grace period.
 
 mod graph;
 mod parallel;
 mod protect;
+pub mod shared;
 mod sweep;
 
 use super::digest::Digest;
@@ -29,6 +37,7 @@ use graph::{Graph, untagged};
 use protect::Protections;
 pub use protect::PushGuard;
 use serde::Serialize;
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,6 +57,10 @@ pub enum GcError {
     },
     #[error("the collection task failed: {0}")]
     Task(String),
+    #[error(
+        "the collection lost its run document (storage unreachable?); it stopped before removing more"
+    )]
+    LostRun,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +152,23 @@ impl Collector {
             return Err(GcError::AlreadyRunning);
         }
         let _running = RunningGuard(&self.running);
+        let mut run = shared::SharedRun::begin(store.clone())
+            .await
+            .map_err(|e| match e {
+                shared::SharedRunError::AlreadyRunning(_) => GcError::AlreadyRunning,
+                shared::SharedRunError::Storage(e) => GcError::Storage(e),
+            })?;
+        let result = self.collect(store, options, &mut run).await;
+        run.end().await;
+        result
+    }
+
+    async fn collect<S: Store>(
+        &self,
+        store: Arc<S>,
+        options: GcOptions,
+        run: &mut shared::SharedRun,
+    ) -> Result<GcReport, GcError> {
         self.progress_manifests.store(0, Ordering::Relaxed);
         self.progress_swept.store(0, Ordering::Relaxed);
         self.protected.forget_stale();
@@ -168,11 +198,24 @@ impl Collector {
             .store(report.manifests, Ordering::Relaxed);
 
         if let Some(after) = options.untagged_after {
+            let doomed: Vec<Digest> = graph
+                .repositories
+                .iter()
+                .flat_map(|repo| untagged(repo, after, started_at))
+                .collect();
+            let spared = match options.dry_run || doomed.is_empty() {
+                true => HashSet::new(),
+                false => run.round(&doomed).await?,
+            };
+            if !run.is_alive() {
+                return Err(GcError::LostRun);
+            }
             let (rest, deleted) = self
                 .delete_untagged(
                     store.clone(),
                     graph,
                     after,
+                    spared,
                     (started, started_at),
                     options.dry_run,
                 )
@@ -181,23 +224,40 @@ impl Collector {
             report.manifests_deleted = deleted;
         }
 
-        let (protections, progress) = (self.protected.clone(), self.progress_swept.clone());
-        let (grace, dry_run) = (options.grace, options.dry_run);
-        let sweep_store = store.clone();
-        let swept = tokio::task::spawn_blocking(move || {
+        let dry_run = options.dry_run;
+        let sweep = sweep::Sweep {
+            threads: parallel::THREADS,
+            protections: self.protected.clone(),
+            started,
+            started_at,
+            grace: options.grace,
+            dry_run,
+            progress: self.progress_swept.clone(),
+        };
+        let (sweep_store, finder) = (store.clone(), sweep.clone());
+        let (found, doomed) = tokio::task::spawn_blocking(move || {
             let referenced = graph.referenced();
             // From here on only the references matter: the nodes' memory goes back first.
             drop(graph);
-            let sweep = sweep::Sweep {
-                threads: parallel::THREADS,
-                protections: &protections,
-                started,
-                started_at,
-                grace,
-                dry_run,
-                progress: &progress,
-            };
-            sweep.run(sweep_store.as_ref(), &names, referenced)
+            let mut counts = sweep::SweepCounts::default();
+            let doomed = finder.find(sweep_store.as_ref(), referenced, &mut counts)?;
+            Ok::<_, GcError>((counts, doomed))
+        })
+        .await
+        .map_err(|e| GcError::Task(e.to_string()))??;
+        let spared: HashSet<graph::Key> = match dry_run || doomed.is_empty() {
+            true => HashSet::new(),
+            false => {
+                let digests: Vec<Digest> = doomed.iter().map(|d| d.digest()).collect();
+                run.round(&digests).await?.iter().map(graph::key).collect()
+            }
+        };
+        if !run.is_alive() {
+            return Err(GcError::LostRun);
+        }
+        let sweep_store = store.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            sweep.remove(sweep_store.as_ref(), &names, &doomed, &spared, found)
         })
         .await
         .map_err(|e| GcError::Task(e.to_string()))??;
@@ -241,6 +301,7 @@ impl Collector {
         store: Arc<S>,
         mut graph: Graph,
         after: Duration,
+        spared: HashSet<Digest>,
         (started, started_at): (Instant, SystemTime),
         dry_run: bool,
     ) -> Result<(Graph, u64), GcError> {
@@ -258,7 +319,7 @@ impl Collector {
                     // itself with: a push that tags it again either protects it or comes
                     // after the delete and stores it anew, never leaving a tag to nothing.
                     let shard = protections.lock(&digest);
-                    if shard.protects(&digest, started) {
+                    if spared.contains(&digest) || shard.protects(&digest, started) {
                         continue;
                     }
                     if !dry_run {

@@ -10,14 +10,16 @@ use super::parallel;
 use super::protect::Protections;
 use crate::registry::digest::{Algorithm, Digest};
 use crate::registry::storage::Store;
-use std::sync::Mutex;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// What the sweep needs from the collector.
-pub struct Sweep<'a> {
+#[derive(Clone)]
+pub struct Sweep {
     pub threads: usize,
-    pub protections: &'a Protections,
+    pub protections: Arc<Protections>,
     /// When the run started: pushes since then protect their blobs.
     pub started: Instant,
     /// The same moment on the wall clock, which blob ages are measured against.
@@ -25,7 +27,7 @@ pub struct Sweep<'a> {
     pub grace: Duration,
     pub dry_run: bool,
     /// Blobs removed so far, for `/metrics`.
-    pub progress: &'a AtomicU64,
+    pub progress: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -36,13 +38,13 @@ pub struct SweepCounts {
     pub freed: u64,
     /// Unreferenced, but younger than the grace period.
     pub recent: u64,
-    /// Unreferenced, but announced or used by a push since the run started.
+    /// Unreferenced, but announced or used by a push since the run started (on any replica).
     pub protected: u64,
 }
 
 /// A blob the sweep removes: sha256 blobs by their bytes alone (48 bytes in all, where a
 /// `Digest` takes twice that on the heap), others with their digest.
-struct Doomed {
+pub struct Doomed {
     key: Key,
     size: u64,
     other: Option<Box<Digest>>,
@@ -55,7 +57,7 @@ impl Doomed {
         Doomed { key, size, other }
     }
 
-    fn digest(&self) -> Digest {
+    pub fn digest(&self) -> Digest {
         match &self.other {
             Some(d) => (**d).clone(),
             None => Digest::sha256_from_bytes(&self.key),
@@ -70,21 +72,22 @@ struct Walked {
     recent: u64,
 }
 
-impl Sweep<'_> {
-    /// Sweeps what `referenced` (sorted keys) leaves out, in `repositories` and the blob store.
-    pub fn run<S: Store>(
+impl Sweep {
+    /// Removes the `doomed` blobs (from `find`) except those `spared` (referenced by a push on
+    /// another replica), links first.
+    pub fn remove<S: Store>(
         &self,
         store: &S,
         repositories: &[String],
-        referenced: Vec<Key>,
+        doomed: &[Doomed],
+        spared: &HashSet<Key>,
+        mut counts: SweepCounts,
     ) -> Result<SweepCounts, GcError> {
-        let mut counts = SweepCounts::default();
-        let doomed = self.find(store, referenced, &mut counts)?;
         if !self.dry_run {
-            self.remove_links(store, repositories, &doomed)?;
+            self.remove_links(store, repositories, doomed, spared)?;
         }
-        let parts = parallel::for_each(&doomed, self.threads, SweepCounts::default, |c, blob| {
-            self.remove_content(store, blob, c)
+        let parts = parallel::for_each(doomed, self.threads, SweepCounts::default, |c, blob| {
+            self.remove_content(store, blob, spared, c)
         })?;
         for part in parts {
             counts.deleted += part.deleted;
@@ -96,7 +99,7 @@ impl Sweep<'_> {
 
     /// Every unreferenced blob old enough to go, sorted by key (so that removals walk the
     /// store's directories in order).
-    fn find<S: Store>(
+    pub fn find<S: Store>(
         &self,
         store: &S,
         referenced: Vec<Key>,
@@ -143,6 +146,7 @@ impl Sweep<'_> {
         store: &S,
         repositories: &[String],
         doomed: &[Doomed],
+        spared: &HashSet<Key>,
     ) -> Result<(), GcError> {
         parallel::for_each(
             repositories,
@@ -152,7 +156,9 @@ impl Sweep<'_> {
                 let mut linked = Vec::new();
                 store.each_layer_link(repository, &mut |algorithm, hex| {
                     let key = key_of(algorithm, hex);
-                    if let Ok(i) = doomed.binary_search_by(|d| d.key.cmp(&key)) {
+                    if let Ok(i) = doomed.binary_search_by(|d| d.key.cmp(&key))
+                        && !spared.contains(&key)
+                    {
                         linked.push(i);
                     }
                 })?;
@@ -173,11 +179,12 @@ impl Sweep<'_> {
         &self,
         store: &S,
         blob: &Doomed,
+        spared: &HashSet<Key>,
         counts: &mut SweepCounts,
     ) -> Result<(), GcError> {
         let digest = blob.digest();
         let shard = self.protections.lock(&digest);
-        if shard.protects(&digest, self.started) {
+        if spared.contains(&blob.key) || shard.protects(&digest, self.started) {
             counts.protected += 1;
             return Ok(());
         }

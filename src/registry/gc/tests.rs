@@ -288,3 +288,49 @@ async fn abandoned_uploads_go_with_a_run_and_fresh_ones_stay() {
     let report = collector.run(store.clone(), purge).await.unwrap();
     assert_eq!(report.uploads_purged, 1);
 }
+
+/// Two replicas on one storage: a manifest push announced through the storage by another
+/// process (its collector knows nothing of it) keeps its references through a run.
+#[tokio::test]
+async fn a_push_announced_on_another_replica_is_spared() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::new(dir.path(), false).unwrap();
+    let r = repo("replicas/app");
+    let orphan = blob(&store, &r, b"pushed through the other replica").await;
+    let other_replica = shared::announce(store.as_ref(), std::slice::from_ref(&orphan))
+        .await
+        .unwrap();
+    let report = Collector::default()
+        .run(store.clone(), options(false, None))
+        .await
+        .unwrap();
+    assert_eq!((report.blobs_deleted, report.blobs_protected), (0, 1));
+    assert!(store.blob_size(&orphan).await.unwrap().is_some());
+    assert!(store.blob_linked(&r, &orphan).await.unwrap());
+    // The push ends while no collection runs: its marker goes, and the blob with the next run.
+    other_replica.finish(store.as_ref()).await;
+    let report = Collector::default()
+        .run(store.clone(), options(false, None))
+        .await
+        .unwrap();
+    assert_eq!(report.blobs_deleted, 1);
+    assert!(store.blob_size(&orphan).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn one_collection_at_a_time_across_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::new(dir.path(), false).unwrap();
+    let elsewhere = shared::SharedRun::begin(store.clone()).await.unwrap();
+    assert!(matches!(
+        Collector::default()
+            .run(store.clone(), options(true, None))
+            .await,
+        Err(GcError::AlreadyRunning)
+    ));
+    elsewhere.end().await;
+    Collector::default()
+        .run(store.clone(), options(true, None))
+        .await
+        .unwrap();
+}
