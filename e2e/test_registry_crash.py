@@ -11,7 +11,6 @@ import time
 
 from support.oci import OCI_MANIFEST, Client, sha256
 from support.registry import Registry
-from support.s3 import BUCKET
 
 WRITERS = 8
 MAX_PUSHES_PER_WRITER = 200  # bounds the load loop in count; the kill bounds it in time
@@ -41,13 +40,6 @@ def push_one(client, repo, tag):
     return manifest, {sha256(b): b for b in (mono, chunked, config)}
 
 
-def stored_root(registry):
-    """Where the registry's layout is on disk: its directory, or its prefix in the S3 bucket."""
-    if registry.s3:
-        return os.path.join(registry.s3.data_dir, "objects", BUCKET, registry.s3_prefix)
-    return registry.storage
-
-
 def interrupted_uploads(root):
     """(repository, upload id) of every upload left in storage."""
     uploads = os.path.join(root, "uploads")
@@ -63,7 +55,7 @@ def interrupted_uploads(root):
 
 
 def test_sigkill_during_concurrent_pushes_loses_nothing_completed(wharf_bin, backend):
-    registry = Registry(wharf_bin, s3_prefix=f"crash-{os.urandom(4).hex()}", **backend).start()
+    registry = Registry(wharf_bin, **backend).start()
     completed = {}
     lock = threading.Lock()
     stop = threading.Event()
@@ -101,7 +93,7 @@ def test_sigkill_during_concurrent_pushes_loses_nothing_completed(wharf_bin, bac
                 status, _, body = client.request("GET", f"/v2/{repo}/blobs/{digest}")
                 assert status == 200 and body == data, (repo, digest)
 
-        root = stored_root(restarted)
+        root = restarted.layout_root
         # No visible blob is partial: every blob file hashes to its name.
         for dirpath, _, files in os.walk(os.path.join(root, "blobs", "sha256")):
             for name in files:

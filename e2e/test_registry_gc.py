@@ -2,7 +2,7 @@
 again and again with a grace period of two seconds (anything older and unreferenced goes while
 pushes continue; shared layers reused through HEAD are protected by the push protocol only).
 Afterwards every image whose push completed pulls bit-identical, and a final run leaves exactly
-the blobs some manifest references."""
+the blobs some manifest references. On the filesystem and on S3."""
 
 import hashlib
 import json
@@ -70,8 +70,8 @@ def pull_and_check(client, repo, tag, expected):
         assert data == expected[layer["digest"]], f"{repo}:{tag} blob {layer['digest']} differs"
 
 
-def test_gc_while_pushing_and_pulling_loses_nothing_and_leaves_only_referenced_blobs(wharf_bin):
-    registry = Registry(wharf_bin, users={ADMIN: PASSWORD}).start()
+def test_gc_while_pushing_and_pulling_loses_nothing_and_leaves_only_referenced_blobs(wharf_bin, backend):
+    registry = Registry(wharf_bin, users={ADMIN: PASSWORD}, **backend).start()
     completed = []  # (repo, tag, {digest: bytes})
     lock = threading.Lock()
     errors = []
@@ -155,13 +155,13 @@ def test_gc_while_pushing_and_pulling_loses_nothing_and_leaves_only_referenced_b
         # A dry run reports, deletes nothing; then a final run with untagged deletion leaves
         # exactly the referenced blobs.
         c.request("DELETE", "/v2/garbage/untagged/manifests/gone")
-        before = stored_blobs(registry.storage)
+        before = stored_blobs(registry.layout_root)
         status, dry = gc(registry, dryRun=True, gracePeriod="0s", deleteUntagged=True, untaggedGracePeriod="0s")
-        assert status == 200 and dry["dryRun"] and stored_blobs(registry.storage) == before
+        assert status == 200 and dry["dryRun"] and stored_blobs(registry.layout_root) == before
         status, final = gc(registry, gracePeriod="0s", deleteUntagged=True, untaggedGracePeriod="0s")
         assert status == 200 and final["blobsDeleted"] == dry["blobsDeleted"] > 0, (dry, final)
         referenced = {d for _, _, blobs in completed for d in blobs}
-        assert stored_blobs(registry.storage) == referenced, "blobs left that nothing references, or referenced blobs gone"
+        assert stored_blobs(registry.layout_root) == referenced, "blobs left that nothing references, or referenced blobs gone"
         for repo, tag, blobs in completed:
             pull_and_check(c, repo, tag, blobs)
         status, _, text = c.request("GET", "/metrics")

@@ -31,7 +31,7 @@ class Registry:
         # S3 storage: an S3Server (support/s3.py) and the key prefix in its bucket. Several
         # registries with the same prefix are replicas of one registry.
         self.s3 = s3
-        self.s3_prefix = s3_prefix
+        self.s3_prefix = s3_prefix or (f"r-{os.urandom(6).hex()}" if s3 else None)
         self.config_text = config
         self.proc = None
         self.log_path = os.path.join(self.tmp, "registry.log")
@@ -39,6 +39,15 @@ class Registry:
     @property
     def address(self):
         return f"{self.host}:{self.port}"
+
+    @property
+    def layout_root(self):
+        """Where the storage layout (blobs/, repositories/, uploads/) is on disk: the storage
+        directory, or the registry's prefix in the S3 server's bucket (kept as plain files)."""
+        if self.s3:
+            from .s3 import BUCKET
+            return os.path.join(self.s3.data_dir, "objects", BUCKET, self.s3_prefix)
+        return self.storage
 
     @property
     def url(self):

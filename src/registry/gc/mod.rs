@@ -203,6 +203,7 @@ impl Collector {
                 .iter()
                 .flat_map(|repo| untagged(repo, after, started_at))
                 .collect();
+            let doomed = self.unprotected(doomed, started);
             let spared = match options.dry_run || doomed.is_empty() {
                 true => HashSet::new(),
                 false => run.round(&doomed).await?,
@@ -248,7 +249,8 @@ impl Collector {
         let spared: HashSet<graph::Key> = match dry_run || doomed.is_empty() {
             true => HashSet::new(),
             false => {
-                let digests: Vec<Digest> = doomed.iter().map(|d| d.digest()).collect();
+                let digests =
+                    self.unprotected(doomed.iter().map(|d| d.digest()).collect(), started);
                 run.round(&digests).await?.iter().map(graph::key).collect()
             }
         };
@@ -293,6 +295,15 @@ impl Collector {
             "garbage collection finished"
         );
         Ok(report)
+    }
+
+    /// `doomed` without what pushes in this process protect: those stay whatever happens (a
+    /// protection lasts the run), so they are neither published to other replicas nor removed.
+    fn unprotected(&self, doomed: Vec<Digest>, started: Instant) -> Vec<Digest> {
+        doomed
+            .into_iter()
+            .filter(|d| !self.protected.lock(d).protects(d, started))
+            .collect()
     }
 
     /// Deletes the untagged manifests older than `after`; returns the graph without them.

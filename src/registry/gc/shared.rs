@@ -39,7 +39,7 @@ const RUN_STALE: Duration = Duration::from_secs(120);
 /// Markers older than this belong to pushes that ended (a manifest push takes seconds).
 const MARKER_TTL: Duration = Duration::from_secs(3600);
 /// How long a push waits for a round that dooms one of its references.
-const PUSH_WAIT: Duration = Duration::from_secs(60);
+const PUSH_WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(200);
 
 fn unix_now() -> u64 {
@@ -229,8 +229,12 @@ impl SharedRun {
     }
 
     /// Starts a round that removes `doomed`: publishes them, then reads every push marker and
-    /// returns the digests those reference, which the round must spare.
+    /// returns the digests those reference, which the round must spare. Markers already there
+    /// are read first and their digests left out of what is published, so that a push waiting
+    /// for an earlier round is not held again by this one.
     pub async fn round(&mut self, doomed: &[Digest]) -> StorageResult<HashSet<Digest>> {
+        let mut spared = self.announced().await?;
+        let doomed: Vec<&Digest> = doomed.iter().filter(|d| !spared.contains(*d)).collect();
         let doc = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             state.round += 1;
@@ -263,7 +267,8 @@ impl SharedRun {
                 serde_json::to_vec(&doc).expect("run document serializes"),
             )
             .await?;
-        self.announced().await
+        spared.extend(self.announced().await?);
+        Ok(spared)
     }
 
     /// Every digest a live push marker references; removes markers past their TTL.
@@ -345,6 +350,18 @@ mod tests {
             Err(SharedRunError::AlreadyRunning(_))
         ));
         let spared = run.round(&[digest(2), digest(3)]).await.unwrap();
+        // Spared, and not even published: nobody waits for them.
+        let doc = run.state.lock().unwrap().clone();
+        assert!(
+            !any_doomed(store.as_ref(), &doc, &[digest(2)])
+                .await
+                .unwrap()
+        );
+        assert!(
+            any_doomed(store.as_ref(), &doc, &[digest(3)])
+                .await
+                .unwrap()
+        );
         assert!(spared.contains(&digest(2)) && spared.contains(&digest(1)));
         assert!(!spared.contains(&digest(3)));
         // A collection runs: the marker must stay for it.
