@@ -4,6 +4,7 @@
 #   build.sh pause   OUT.tar   the local cluster's pod sandbox
 #   build.sh coredns OUT.tar   the local cluster's DNS
 #   build.sh busybox OUT.tar   a static busybox, for test pods that need a shell and wget
+#   build.sh s3      OUT.tar   the S3 server of the object-storage tests (versitygw, posix backend)
 # The image name is printed; WHARF_IMAGE overrides wharf's (default wharf.local/wharf:dev).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -43,8 +44,16 @@ busybox)
     "${build[@]}" --name "$name" --out "$out" --file /bin/busybox:/bin/busybox:0755 "${links[@]}" \
         --dir /tmp:1777 --env PATH=/bin --cmd '["sh"]' >&2
     ;;
+s3)
+    name=wharf.local/versitygw:e2e
+    tools=$("$repo/e2e/tools/build-go-tools.sh")
+    # Buckets are directories of /data; the pod creates them from its args (see the e2e test).
+    "${build[@]}" --name "$name" --out "$out" --file "$tools/versitygw:/versitygw:0755" \
+        --dir /data:0777 --dir /meta:0777 --dir /tmp:1777 \
+        --entrypoint '["/versitygw"]' --user 65532:65532 >&2
+    ;;
 *)
-    echo "usage: $0 wharf|pause|coredns|busybox OUT.tar" >&2
+    echo "usage: $0 wharf|pause|coredns|busybox|s3 OUT.tar" >&2
     exit 2
     ;;
 esac

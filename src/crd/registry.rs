@@ -151,13 +151,18 @@ pub struct EmptyDirStorage {
     pub size_limit: Option<Quantity>,
 }
 
-/// Storage in an S3-compatible bucket.
+/// Storage in an S3-compatible bucket, shared by every replica: the registry keeps no state of
+/// its own, so `replicas` can be raised freely.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct S3Storage {
-    /// Bucket name.
+    /// Bucket name. The bucket must exist: the registry does not create it.
     #[x_kube(validation = Rule::new("self.size() >= 3 && self.size() <= 63").message("a bucket name has 3 to 63 characters"))]
     pub bucket: String,
+    /// Key prefix inside the bucket, so that several registries can share one bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.contains('..') && self.size() <= 200").message("prefix is a relative key path without '..'"))]
+    pub prefix: Option<String>,
     /// Region of the bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
@@ -168,8 +173,17 @@ pub struct S3Storage {
     /// Address buckets by path rather than by host name (most self-hosted stores need this).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_path_style: Option<bool>,
-    /// Secret with `accessKeyId` and `secretAccessKey`.
-    pub credentials_secret_ref: LocalObjectReference,
+    /// Secret with `accessKeyId` and `secretAccessKey`. Unset: the pods' ambient credentials
+    /// (IAM roles for service accounts, instance metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<LocalObjectReference>,
+    /// Secret with `ca.crt`: the CA bundle the endpoint's certificate is checked against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<LocalObjectReference>,
+    /// Answer blob downloads with a redirect to a presigned URL of the bucket, so that layers do
+    /// not flow through the registry pods (clients must be able to reach the endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<bool>,
 }
 
 /// Access control.
@@ -388,6 +402,16 @@ mod tests {
                 "one replica on a volume",
                 json!({"replicas": 1, "storage": {"persistentVolume": {"size": "1Gi"}}}),
                 None,
+            ),
+            (
+                "s3 with ambient credentials, a prefix and a CA",
+                json!({"storage": {"s3": {"bucket": "oci", "prefix": "team/a", "caSecretRef": {"name": "ca"}, "redirect": true}}}),
+                None,
+            ),
+            (
+                "s3 prefix climbing out",
+                json!({"storage": {"s3": {"bucket": "oci", "prefix": "../other"}}}),
+                Some("prefix is a relative key path without '..'"),
             ),
             (
                 "s3 endpoint not a URL",

@@ -207,6 +207,19 @@ fn container_diagnosis(pod: &str, c: &ContainerStatus) -> Option<Diagnosis> {
             .and_then(last_log_line)
             .map(|l| format!(": {l}"))
             .unwrap_or_default();
+        // The registry checks its bucket at start and exits saying what is wrong (wrong keys,
+        // no such bucket, an endpoint that does not answer): that is the cause to report.
+        let storage = last
+            .and_then(|t| t.message.as_deref())
+            .and_then(last_log_line)
+            .filter(|l| l.contains("cannot use S3 storage"));
+        if let Some(storage) = storage {
+            return Some(Diagnosis {
+                reason: "StorageUnavailable",
+                message: format!("pod {pod}: the registry cannot use its storage: {storage}"),
+                stalled: true,
+            });
+        }
         return Some(Diagnosis {
             reason: "CrashLoopBackOff",
             message: format!(
@@ -398,6 +411,25 @@ mod tests {
         );
         assert_eq!(last_log_line("  \n"), None);
         assert!(truncate(&"é".repeat(600)).ends_with('…'));
+    }
+
+    #[test]
+    fn a_registry_that_cannot_use_its_bucket_says_so() {
+        let log = "wharf: cannot use S3 storage: bucket \"images\" is not usable: the bucket does not exist\n";
+        let p = pod(
+            json!({"containerStatuses": [{"name": "registry", "image": "wharf", "imageID": "", "ready": false,
+            "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}},
+            "lastState": {"terminated": {"exitCode": 1, "message": log}}}]}),
+        );
+        let d = diagnose(&[], &[&p]).unwrap();
+        assert_eq!(d.reason, "StorageUnavailable");
+        assert!(d.stalled);
+        assert!(
+            d.message
+                .ends_with("bucket \"images\" is not usable: the bucket does not exist"),
+            "{}",
+            d.message
+        );
     }
 
     #[test]

@@ -85,6 +85,18 @@ async fn check_references(
     {
         wanted.push(("tls.secretRef", r.name.clone(), &["tls.crt", "tls.key"]));
     }
+    if let Some(s3) = &registry.spec.storage.s3 {
+        if let Some(r) = &s3.credentials_secret_ref {
+            wanted.push((
+                "storage.s3.credentialsSecretRef",
+                r.name.clone(),
+                &["accessKeyId", "secretAccessKey"],
+            ));
+        }
+        if let Some(r) = &s3.ca_secret_ref {
+            wanted.push(("storage.s3.caSecretRef", r.name.clone(), &["ca.crt"]));
+        }
+    }
     for (field, name, keys) in wanted {
         let secret =
             secrets
@@ -372,7 +384,7 @@ pub async fn reconcile(
     let names = ChildNames::new(&name);
     let live = ctx.stores.live(&namespace, &names);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut problem = check_references(&registry, &secrets).await?;
+    let problem = check_references(&registry, &secrets).await?;
     let now = Timestamp::now();
 
     let cluster_ip = live
@@ -433,12 +445,6 @@ pub async fn reconcile(
             cluster_ip: cluster_ip.as_deref(),
         }) {
             Ok(built) => children = Some(built),
-            Err(e @ BuildError::S3NotAvailable) => {
-                problem = Some(Problem {
-                    reason: "StorageNotAvailable",
-                    message: e.to_string(),
-                })
-            }
             Err(BuildError::Incomplete) => return Err(ReconcileError::NoNamespace),
         }
     } else {

@@ -23,9 +23,10 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    EnvVar, EnvVarSource, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    Secret, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
+    ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
@@ -45,13 +46,10 @@ const ADMIN_HTPASSWD_DIR: &str = "/etc/wharf/auth/admin";
 const USERS_HTPASSWD_DIR: &str = "/etc/wharf/auth/users";
 const TLS_DIR: &str = "/etc/wharf/tls";
 const DATA_DIR: &str = "/var/lib/wharf";
+const S3_CA_DIR: &str = "/etc/wharf/s3-ca";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BuildError {
-    #[error(
-        "storage.s3 is not available in this version of wharf's registry: use persistentVolume or emptyDir"
-    )]
-    S3NotAvailable,
     #[error("the Registry has no namespace or uid yet")]
     Incomplete,
 }
@@ -198,9 +196,34 @@ pub fn registry_config(registry: &Registry) -> String {
         .as_ref()
         .and_then(|a| a.anonymous_pull)
         .unwrap_or(false);
+    let storage = match &registry.spec.storage.s3 {
+        // Credentials are not in the file: they reach the pod as environment variables from
+        // the user's Secret (see `s3_env`).
+        Some(s3) => {
+            let mut s3_config = serde_json::json!({
+                "bucket": s3.bucket,
+                "pathStyle": s3.force_path_style.unwrap_or(false),
+                "redirect": s3.redirect.unwrap_or(false),
+            });
+            for (key, value) in [
+                ("prefix", &s3.prefix),
+                ("region", &s3.region),
+                ("endpoint", &s3.endpoint),
+            ] {
+                if let Some(v) = value {
+                    s3_config[key] = serde_json::json!(v);
+                }
+            }
+            if s3.ca_secret_ref.is_some() {
+                s3_config["caBundle"] = serde_json::json!(format!("{S3_CA_DIR}/ca.crt"));
+            }
+            serde_json::json!({"s3": s3_config})
+        }
+        None => serde_json::json!({"filesystem": {"root": DATA_DIR}}),
+    };
     let mut config = serde_json::json!({
         "listen": format!(":{CONTAINER_PORT}"),
-        "storage": {"filesystem": {"root": DATA_DIR}},
+        "storage": storage,
         "auth": {
             "htpasswd": htpasswd,
             "realm": registry.name_any(),
@@ -345,11 +368,18 @@ fn pod_template(inputs: &BuildInputs, config: &str, persistent: bool) -> PodTemp
         },
         secret_volume("admin-htpasswd", names.htpasswd_secret()),
     ];
+    let s3 = registry.spec.storage.s3.as_ref();
     let mut mounts = vec![
         mount("config", CONFIG_DIR),
         mount("admin-htpasswd", ADMIN_HTPASSWD_DIR),
-        mount("data", DATA_DIR),
     ];
+    if s3.is_none() {
+        mounts.push(mount("data", DATA_DIR));
+    }
+    if let Some(ca) = s3.and_then(|s3| s3.ca_secret_ref.as_ref()) {
+        volumes.push(secret_volume("s3-ca", ca.name.clone()));
+        mounts.push(mount("s3-ca", S3_CA_DIR));
+    }
     if let Some(secret) = user_htpasswd_secret(registry) {
         volumes.push(secret_volume("users-htpasswd", secret));
         mounts.push(mount("users-htpasswd", USERS_HTPASSWD_DIR));
@@ -358,7 +388,7 @@ fn pod_template(inputs: &BuildInputs, config: &str, persistent: bool) -> PodTemp
         volumes.push(secret_volume("tls", secret));
         mounts.push(mount("tls", TLS_DIR));
     }
-    if !persistent {
+    if !persistent && s3.is_none() {
         let size_limit = registry
             .spec
             .storage
@@ -412,6 +442,7 @@ fn pod_template(inputs: &BuildInputs, config: &str, persistent: bool) -> PodTemp
             ..SecurityContext::default()
         }),
         volume_mounts: Some(mounts),
+        env: s3.map(s3_env).filter(|env| !env.is_empty()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     };
@@ -445,9 +476,60 @@ fn pod_template(inputs: &BuildInputs, config: &str, persistent: bool) -> PodTemp
             }),
             containers: vec![container],
             volumes: Some(volumes),
+            topology_spread_constraints: spread(registry),
             ..PodSpec::default()
         }),
     }
+}
+
+/// The S3 credentials as environment variables read from the user's Secret, which the standard
+/// AWS credential chain picks up; they never appear in the config or in the pod spec.
+fn s3_env(s3: &crate::crd::registry::S3Storage) -> Vec<EnvVar> {
+    let mut env = Vec::new();
+    if let Some(secret) = &s3.credentials_secret_ref {
+        for (name, key) in [
+            ("AWS_ACCESS_KEY_ID", "accessKeyId"),
+            ("AWS_SECRET_ACCESS_KEY", "secretAccessKey"),
+        ] {
+            env.push(EnvVar {
+                name: name.into(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret.name.clone(),
+                        key: key.into(),
+                        optional: Some(false),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            });
+        }
+    }
+    env
+}
+
+/// Replicas spread over nodes and zones where the cluster allows it (a preference, never a
+/// reason to leave a pod pending).
+fn spread(registry: &Registry) -> Option<Vec<TopologySpreadConstraint>> {
+    if replicas(registry) <= 1 {
+        return None;
+    }
+    let selector = LabelSelector {
+        match_labels: Some(selector_labels(&registry.name_any())),
+        ..LabelSelector::default()
+    };
+    Some(
+        ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+            .into_iter()
+            .map(|key| TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: key.into(),
+                when_unsatisfiable: "ScheduleAnyway".into(),
+                label_selector: Some(selector.clone()),
+                ..TopologySpreadConstraint::default()
+            })
+            .collect(),
+    )
 }
 
 fn workload(inputs: &BuildInputs, owner: &OwnerReference, config: &str) -> Workload {
@@ -676,9 +758,6 @@ fn self_signed_objects(
 /// Everything the Registry owns.
 pub fn build(inputs: &BuildInputs) -> Result<Children, BuildError> {
     let registry = inputs.registry;
-    if registry.spec.storage.s3.is_some() {
-        return Err(BuildError::S3NotAvailable);
-    }
     let owner = registry
         .controller_owner_ref(&())
         .ok_or(BuildError::Incomplete)?;

@@ -375,19 +375,87 @@ fn a_pod_disruption_budget_only_for_several_replicas() {
 }
 
 #[test]
-fn s3_storage_is_refused_until_the_registry_supports_it() {
-    let r = registry(
-        json!({"storage": {"s3": {"bucket": "oci", "credentialsSecretRef": {"name": "s3"}}}}),
-    );
+fn s3_storage_runs_stateless_replicas_with_credentials_from_the_secret() {
+    let r = registry(json!({"replicas": 3, "storage": {"s3": {
+        "bucket": "oci", "prefix": "team", "endpoint": "http://s3.storage:9000", "forcePathStyle": true,
+        "credentialsSecretRef": {"name": "s3-keys"}, "caSecretRef": {"name": "s3-ca"}}}}));
     let admin = admin_credentials(None, None).unwrap();
-    let got = build(&BuildInputs {
+    let built = build(&BuildInputs {
         registry: &r,
         default_image: "x",
         admin: &admin,
         self_signed: None,
         cluster_ip: None,
-    });
-    assert_eq!(got.unwrap_err(), BuildError::S3NotAvailable);
+    })
+    .unwrap();
+    let config = &built.config.data.as_ref().unwrap()["config.yaml"];
+    for part in [
+        "bucket: oci",
+        "prefix: team",
+        "endpoint: http://s3.storage:9000",
+        "pathStyle: true",
+        "caBundle: /etc/wharf/s3-ca/ca.crt",
+    ] {
+        assert!(config.contains(part), "{part} missing from\n{config}");
+    }
+    assert!(
+        !config.contains("s3-keys") && !config.contains("filesystem"),
+        "{config}"
+    );
+    let Workload::Deployment(deployment) = &built.workload else {
+        panic!("S3 storage runs as a Deployment");
+    };
+    let spec = deployment.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(3));
+    let pod = spec.template.spec.as_ref().unwrap();
+    let container = &pod.containers[0];
+    let env = container.env.as_ref().unwrap();
+    let from_secret: Vec<(&str, &str, &str)> = env
+        .iter()
+        .map(|e| {
+            let key = e
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap();
+            (e.name.as_str(), key.name.as_str(), key.key.as_str())
+        })
+        .collect();
+    assert_eq!(
+        from_secret,
+        [
+            ("AWS_ACCESS_KEY_ID", "s3-keys", "accessKeyId"),
+            ("AWS_SECRET_ACCESS_KEY", "s3-keys", "secretAccessKey")
+        ]
+    );
+    assert!(
+        env.iter().all(|e| e.value.is_none()),
+        "no credential in the pod spec itself"
+    );
+    let volumes: Vec<&str> = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert!(
+        volumes.contains(&"s3-ca") && !volumes.contains(&"data"),
+        "{volumes:?}"
+    );
+    let spread = pod.topology_spread_constraints.as_ref().unwrap();
+    assert_eq!(spread.len(), 2);
+    assert!(
+        spread
+            .iter()
+            .all(|c| c.when_unsatisfiable == "ScheduleAnyway" && c.max_skew == 1)
+    );
+    let pdb = built
+        .pod_disruption_budget
+        .expect("several replicas get a PodDisruptionBudget");
+    assert_eq!(pdb.spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
 }
 
 #[test]

@@ -96,18 +96,52 @@ pub(super) fn storage_error(operation: &str, key: &Path, e: object_store::Error)
     match e {
         E::NotFound { .. } => StorageError::NotFound,
         E::Precondition { .. } | E::AlreadyExists { .. } => StorageError::UploadBusy,
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => StorageError::Unavailable(
-            format!("{operation} {key}: the S3 credentials were refused: {e}"),
-        ),
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+            StorageError::Unavailable(format!(
+                "{operation} {key}: the S3 credentials were refused: {}",
+                explain(&e.to_string())
+            ))
+        }
         other => {
             let text = other.to_string();
             if is_unavailable(&text) {
-                StorageError::Unavailable(format!("{operation} {key}: {text}"))
+                StorageError::Unavailable(format!("{operation} {key}: {}", explain(&text)))
             } else {
-                StorageError::Backend(format!("{operation} {key}: {text}"))
+                StorageError::Backend(format!("{operation} {key}: {}", explain(&text)))
             }
         }
     }
+}
+
+/// A failed request in words a user can act on: the S3 error code's meaning when the server sent
+/// one (its XML body also echoes the request, which says nothing useful), else the transport
+/// failure.
+pub fn explain(text: &str) -> String {
+    let between = |open: &str, close: &str| {
+        let start = text.find(open)? + open.len();
+        let end = text[start..].find(close)? + start;
+        Some(text[start..end].to_owned())
+    };
+    if let Some(code) = between("<Code>", "</Code>") {
+        let message = between("<Message>", "</Message>").unwrap_or_default();
+        let advice = match code.as_str() {
+            "NoSuchBucket" => "the bucket does not exist (the registry does not create it)",
+            "SignatureDoesNotMatch" => "the secret access key is wrong",
+            "InvalidAccessKeyId" => "the access key id is unknown to the server",
+            "AccessDenied" => "the credentials may not use this bucket",
+            "AuthorizationHeaderMalformed" | "InvalidRegion" => "the region is wrong",
+            _ => "",
+        };
+        return match advice {
+            "" => format!("the S3 server answered {code}: {message}"),
+            advice => format!("{advice} (S3 answered {code}: {message})"),
+        };
+    }
+    if text.contains("error sending request") || text.contains("Connect") {
+        return "the S3 endpoint does not answer (connection failed after retries)".to_owned();
+    }
+    let first = text.lines().next().unwrap_or_default();
+    first.chars().take(300).collect()
 }
 
 /// Connection failures, timeouts and 5xx answers, which `object_store` reports as generic
@@ -122,6 +156,10 @@ fn is_unavailable(text: &str) -> bool {
         "502",
         "500 internal",
         "slow down",
+        "403 forbidden",
+        "signaturedoesnotmatch",
+        "invalidaccesskeyid",
+        "accessdenied",
         "no such bucket",
         "nosuchbucket",
     ]
@@ -219,7 +257,7 @@ impl S3Store {
             .map(drop)
             .map_err(|e| match e {
                 object_store::Error::NotFound { .. } => "the bucket does not exist".to_owned(),
-                other => other.to_string(),
+                other => explain(&other.to_string()),
             })
     }
 
@@ -660,5 +698,29 @@ impl Store for S3Store {
             .try_collect()
             .await?;
         Ok(found.into_iter().flatten().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::explain;
+
+    #[test]
+    fn failures_are_explained_without_the_echoed_request() {
+        let refused = "Generic S3 error: list: 403 Forbidden: <?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match.</Message><StringToSign>AWS4-HMAC-SHA256 secret-looking</StringToSign></Error>";
+        let said = explain(refused);
+        assert!(said.starts_with("the secret access key is wrong"), "{said}");
+        assert!(
+            !said.contains("StringToSign") && !said.contains("secret-looking"),
+            "{said}"
+        );
+        let missing = "<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist.</Message></Error>";
+        assert!(explain(missing).starts_with("the bucket does not exist"));
+        let down = "Error performing GET http://127.0.0.1:9/b after 3 retries - HTTP error: error sending request";
+        assert_eq!(
+            explain(down),
+            "the S3 endpoint does not answer (connection failed after retries)"
+        );
+        assert_eq!(explain("odd\nsecond line"), "odd");
     }
 }

@@ -1,0 +1,75 @@
+"""Bad S3 settings and an S3 server that goes away: the registry refuses to start with a message
+that says what is wrong (missing bucket, wrong keys, an endpoint that does not answer), and while
+running answers 503 with an OCI error body instead of hanging; when the server is back, everything
+pushed before is still there."""
+
+import json
+import os
+import subprocess
+import time
+
+from support.oci import OCI_MANIFEST, Client
+from support.procs import free_port
+from support.s3 import BUCKET, S3Server
+
+
+def start_fails(wharf_bin, server, config, env, within=30):
+    path = os.path.join(server.data_dir, f"config-{os.urandom(3).hex()}.yaml")
+    with open(path, "w") as f:
+        f.write(config)
+    started = time.monotonic()
+    p = subprocess.run([wharf_bin, "registry", "--config", path, "--listen", f"127.0.0.1:{free_port()}"],
+                       capture_output=True, text=True, timeout=within + 30, env=env)
+    elapsed = time.monotonic() - started
+    assert p.returncode != 0, f"the registry started with {config!r}"
+    assert elapsed < within, f"took {elapsed:.1f}s to give up"
+    return p.stderr.strip().splitlines()[-1]
+
+
+def test_bad_settings_stop_the_registry_at_start_with_the_reason(wharf_bin, tmp_path):
+    server = S3Server(tmp_path / "s3").start()
+    try:
+        said = start_fails(wharf_bin, server, server.config(bucket="no-such-bucket"), server.env())
+        assert "bucket \"no-such-bucket\" is not usable: the bucket does not exist" in said, said
+        said = start_fails(wharf_bin, server, server.config(), server.env(secret_key="not-the-secret"))
+        assert "the secret access key is wrong" in said, said
+        assert "not-the-secret" not in said
+        said = start_fails(wharf_bin, server, server.config(), server.env(access_key="NOBODY"))
+        assert "access key" in said.lower(), said
+        down = f"http://127.0.0.1:{free_port()}"
+        said = start_fails(wharf_bin, server, server.config(endpoint=down), server.env())
+        assert "does not answer" in said, said
+    finally:
+        server.stop()
+
+
+def test_a_vanished_server_gives_503_and_loses_nothing(wharf_bin, tmp_path):
+    from support.registry import Registry
+
+    server = S3Server(tmp_path / "s3").start()
+    registry = Registry(wharf_bin, s3=server).start()
+    try:
+        c = Client(registry.address, timeout=60)
+        manifest, digest = c.push_image("outage/app", "v1", [os.urandom(100_000)])
+        server.stop()
+        for method, path, body in (("GET", "/v2/outage/app/manifests/v1", None),
+                                   ("POST", "/v2/outage/app/blobs/uploads/", None),
+                                   ("GET", "/v2/outage/app/tags/list", None)):
+            started = time.monotonic()
+            status, _, answer = c.request(method, path, body, {"Accept": OCI_MANIFEST})
+            elapsed = time.monotonic() - started
+            assert status == 503, (method, path, status, answer)
+            assert json.loads(answer)["errors"][0]["code"] == "UNAVAILABLE", answer
+            assert elapsed < 30, f"{method} {path} took {elapsed:.1f}s to fail"
+        status, _, _ = c.request("GET", "/readyz")
+        assert status == 503, "a registry whose storage is gone must not be ready"
+        server.start()  # same data directory, same port, same keys
+        status, headers, body = c.request("GET", "/v2/outage/app/manifests/v1", headers={"Accept": OCI_MANIFEST})
+        assert status == 200 and body == manifest and headers["docker-content-digest"] == digest
+        for layer in json.loads(manifest)["layers"]:
+            assert c.request("GET", f"/v2/outage/app/blobs/{layer['digest']}")[0] == 200
+        assert c.request("GET", "/readyz")[0] == 200
+        assert os.path.isdir(os.path.join(server.data_dir, "objects", BUCKET))
+    finally:
+        registry.cleanup()
+        server.stop()
