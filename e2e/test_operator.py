@@ -289,9 +289,9 @@ def test_missing_secrets_and_unavailable_storage_stall_with_a_reason(cluster, op
     cluster.apply({"apiVersion": "wharf.dev/v1alpha1", "kind": "Registry", "metadata": {"name": "objects"},
                    "spec": {"storage": {"s3": {"bucket": "oci", "credentialsSecretRef": {"name": "s3"}}}}}, namespace)
     c = cluster.wait_until("Stalled", lambda: stalled("objects"), timeout=60)
-    assert c["reason"] == "StorageNotAvailable"
+    assert c["reason"] == "SecretNotFound" and "storage.s3.credentialsSecretRef" in c["message"], c
     events = cluster.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=objects", "-o", "json").stdout
-    assert any(e["reason"] == "StorageNotAvailable" for e in json.loads(events)["items"])
+    assert any(e["reason"] == "SecretNotFound" for e in json.loads(events)["items"])
 
 
 def operator_logs(cluster, tail=30):
