@@ -23,8 +23,8 @@ class S3Server:
         self.port = port or free_port()
         self.endpoint = self.access_key = self.secret_key = None
 
-    def start(self):
-        out = run([SCRIPT, "start", self.data_dir, str(self.port), BUCKET], env=_clean_env(), timeout=1800).stdout
+    def start(self, buckets=(BUCKET,)):
+        out = run([SCRIPT, "start", self.data_dir, str(self.port), *buckets], env=_clean_env(), timeout=1800).stdout
         fields = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         self.endpoint = fields["endpoint"]
         self.access_key = fields["access_key"]
@@ -52,10 +52,10 @@ class S3Server:
             "pathStyle: true, region: us-east-1}\n"
         )
 
-    def objects_under(self, prefix):
+    def objects_under(self, prefix, bucket=BUCKET):
         """Relative paths of the objects stored under `prefix` (the posix backend keeps them as
-        files), for tests that check what a crash left behind."""
-        root = os.path.join(self.data_dir, "objects", BUCKET, prefix)
+        files), for tests and benchmarks that look at what is stored."""
+        root = os.path.join(self.data_dir, "objects", bucket, prefix)
         found = []
         for dirpath, _, files in os.walk(root):
             for name in files:

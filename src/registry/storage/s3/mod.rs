@@ -398,6 +398,21 @@ impl S3Store {
             .map_err(|e| storage_error("list", prefix, e))
     }
 
+    /// The names of the objects directly under `prefix/` (one delimited listing: the server
+    /// does not descend).
+    pub(super) async fn list_children(&self, prefix: &Path) -> StorageResult<Vec<String>> {
+        let listed = self
+            .client
+            .list_with_delimiter(Some(prefix))
+            .await
+            .map_err(|e| storage_error("list", prefix, e))?;
+        Ok(listed
+            .objects
+            .iter()
+            .filter_map(|meta| meta.location.filename().map(str::to_owned))
+            .collect())
+    }
+
     /// Makes `repo` appear in the catalog (once per repository and process).
     async fn index_repository(&self, repo: &RepoName) -> StorageResult<()> {
         if self
@@ -636,7 +651,7 @@ impl Store for S3Store {
     }
 
     async fn list_tags(&self, repo: &RepoName) -> StorageResult<Option<Arc<Vec<String>>>> {
-        let mut tags = self.list_names(&self.tag_key(repo, "")).await?;
+        let mut tags = self.list_children(&self.tag_key(repo, "")).await?;
         if tags.is_empty() {
             // A repository with blobs and no tags lists as empty; one with nothing, not at all.
             let key = self.key(&format!("_catalog/{repo}"));
