@@ -17,6 +17,8 @@ INVALID = [
     ({"storage": {}}, "storage needs exactly one of persistentVolume, emptyDir or s3"),
     ({"storage": {"emptyDir": {}, "persistentVolume": {"size": "1Gi"}}}, "storage needs exactly one of persistentVolume, emptyDir or s3"),
     ({"replicas": 2, "storage": {"persistentVolume": {"size": "1Gi"}}}, "replicas above 1 need storage.s3"),
+    ({"storage": {"s3": {"bucket": "oci", "prefix": "a/../../b"}}}, "prefix is a relative key path without '..'"),
+    ({"storage": {"s3": {"bucket": "oci", "endpoint": "s3.local:9000"}}}, "endpoint must be an http:// or https:// URL"),
     ({"storage": {"emptyDir": {}}, "tls": {"secretRef": {"name": "t"}, "selfSigned": {}}}, "tls needs exactly one of secretRef or selfSigned"),
     ({"storage": {"emptyDir": {}}, "service": {"type": "ClusterIP", "nodePort": 30500}}, "nodePort needs service type NodePort or LoadBalancer"),
     ({"storage": {"emptyDir": {}}, "garbageCollection": {"schedule": "every day"}}, "schedule must be a cron expression with 5 fields"),
@@ -58,6 +60,8 @@ def test_valid_specs_are_accepted(cluster, namespace, registry_crd):
                   "garbageCollection": {"schedule": "0 3 * * *", "minBlobAge": "2h"},
                   "nodeAccess": {"certsDir": "/var/lib/containerd/certs.d"}}]:
         accepted(cluster, namespace, registry(spec))
+    for sample in ("registry.yaml", "registry-s3.yaml"):
+        cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", os.path.join(SAMPLES, sample))
 
 
 @pytest.mark.parametrize("spec,message", INVALID, ids=[m for _, m in INVALID])

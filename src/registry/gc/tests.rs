@@ -4,8 +4,8 @@
 use super::graph::{ManifestNode, RepoGraph, untagged};
 use super::*;
 use crate::registry::digest::Algorithm;
-use crate::registry::storage::StoredManifest;
 use crate::registry::storage::fs::FsStore;
+use crate::registry::storage::{StoredManifest, Uploads};
 
 fn repo(name: &str) -> RepoName {
     RepoName::parse(name).unwrap()

@@ -4,6 +4,7 @@
 
 pub mod fs;
 pub mod inventory;
+mod manifest_cache;
 pub mod s3;
 
 use super::digest::{Algorithm, Digest, Hasher};
@@ -50,7 +51,7 @@ pub struct StoredManifest {
     pub media_type: String,
 }
 
-pub trait Store: Documents + Inventory + Send + Sync + 'static {
+pub trait Store: Documents + Inventory + Uploads + Send + Sync + 'static {
     /// Size of a blob in the global content store, if present.
     fn blob_size(&self, digest: &Digest)
     -> impl Future<Output = StorageResult<Option<u64>>> + Send;
@@ -69,60 +70,6 @@ pub trait Store: Documents + Inventory + Send + Sync + 'static {
     ) -> impl Future<Output = StorageResult<Option<String>>> + Send {
         async { Ok(None) }
     }
-
-    fn create_upload(&self, repo: &RepoName) -> impl Future<Output = StorageResult<String>> + Send;
-    /// The hash state the backend saved with the upload's last append, and the length it
-    /// covers, so that any replica continues the hash without re-reading the bytes. `None`
-    /// when the backend keeps none (the caller then rehashes what `read_upload` returns).
-    fn upload_checkpoint(
-        &self,
-        _repo: &RepoName,
-        _id: &str,
-    ) -> impl Future<Output = StorageResult<Option<(u64, Hasher)>>> + Send {
-        async { Ok(None) }
-    }
-    /// Bytes received so far; `NotFound` when the upload does not exist for this repository.
-    fn upload_len(
-        &self,
-        repo: &RepoName,
-        id: &str,
-    ) -> impl Future<Output = StorageResult<u64>> + Send;
-    /// Appends a stream at `offset` (which must equal the current length), feeding every byte to
-    /// `hasher` in order as it is stored: one pass over the data. Returns the new length and the
-    /// hasher. On error the hasher is gone; whatever was stored can be re-read to rebuild it.
-    fn append_upload<S>(
-        &self,
-        repo: &RepoName,
-        id: &str,
-        offset: u64,
-        body: S,
-        hasher: Hasher,
-    ) -> impl Future<Output = StorageResult<(u64, Hasher)>> + Send
-    where
-        S: futures_util::Stream<Item = io::Result<Bytes>> + Send + Unpin;
-    /// Streams what was received so far (to rebuild a hash state after a restart).
-    fn read_upload(
-        &self,
-        repo: &RepoName,
-        id: &str,
-    ) -> impl Future<Output = StorageResult<BlobBody>> + Send;
-    /// Makes the upload's content the blob `digest` (already verified) and links it into `repo`.
-    fn commit_upload(
-        &self,
-        repo: &RepoName,
-        id: &str,
-        digest: &Digest,
-    ) -> impl Future<Output = StorageResult<()>> + Send;
-    fn cancel_upload(
-        &self,
-        repo: &RepoName,
-        id: &str,
-    ) -> impl Future<Output = StorageResult<()>> + Send;
-    /// Removes uploads untouched for longer than `max_age`; returns how many.
-    fn purge_uploads(
-        &self,
-        max_age: std::time::Duration,
-    ) -> impl Future<Output = StorageResult<usize>> + Send;
 
     fn link_blob(
         &self,
@@ -204,6 +151,64 @@ pub trait Store: Documents + Inventory + Send + Sync + 'static {
         repo: &RepoName,
         subject: &Digest,
     ) -> impl Future<Output = StorageResult<Vec<Bytes>>> + Send;
+}
+
+/// The upload path: an upload is created, appended to (from any process sharing the storage),
+/// then committed as a blob or cancelled.
+pub trait Uploads: Send + Sync + 'static {
+    fn create_upload(&self, repo: &RepoName) -> impl Future<Output = StorageResult<String>> + Send;
+    /// The hash state the backend saved with the upload's last append, and the length it
+    /// covers, so that any replica continues the hash without re-reading the bytes. `None`
+    /// when the backend keeps none (the caller then rehashes what `read_upload` returns).
+    fn upload_checkpoint(
+        &self,
+        _repo: &RepoName,
+        _id: &str,
+    ) -> impl Future<Output = StorageResult<Option<(u64, Hasher)>>> + Send {
+        async { Ok(None) }
+    }
+    /// Bytes received so far; `NotFound` when the upload does not exist for this repository.
+    fn upload_len(
+        &self,
+        repo: &RepoName,
+        id: &str,
+    ) -> impl Future<Output = StorageResult<u64>> + Send;
+    /// Appends a stream at `offset` (which must equal the current length), feeding every byte to
+    /// `hasher` in order as it is stored: one pass over the data. Returns the new length and the
+    /// hasher. On error the hasher is gone; whatever was stored can be re-read to rebuild it.
+    fn append_upload<S>(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        offset: u64,
+        body: S,
+        hasher: Hasher,
+    ) -> impl Future<Output = StorageResult<(u64, Hasher)>> + Send
+    where
+        S: futures_util::Stream<Item = io::Result<Bytes>> + Send + Unpin;
+    /// Streams what was received so far (to rebuild a hash state after a restart).
+    fn read_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+    ) -> impl Future<Output = StorageResult<BlobBody>> + Send;
+    /// Makes the upload's content the blob `digest` (already verified) and links it into `repo`.
+    fn commit_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+    fn cancel_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+    /// Removes uploads untouched for longer than `max_age`; returns how many.
+    fn purge_uploads(
+        &self,
+        max_age: std::time::Duration,
+    ) -> impl Future<Output = StorageResult<usize>> + Send;
 }
 
 /// What garbage collection reads and removes, one unit of work per call, so that a collection

@@ -20,16 +20,16 @@ mod read;
 mod tag_lists;
 mod uploads;
 
+use super::manifest_cache::ManifestCache;
 use super::{BlobBody, StorageError, StorageResult, Store, StoredManifest};
-use crate::registry::digest::{Digest, Hasher};
+use crate::registry::digest::Digest;
 use crate::registry::names::{RepoName, Tag};
 use bytes::Bytes;
 use read::stream_file;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tag_lists::TagListCache;
 
 /// Uploads larger than this are hashed and written on threads of their own.
@@ -41,15 +41,12 @@ const PIPELINE_QUEUE: usize = 32;
 const IO_CHUNK: usize = 1 << 20;
 /// Blobs up to this size are read in one call rather than streamed from a reader thread.
 const SMALL_BLOB: u64 = 256 << 10;
-/// Manifests are immutable by digest, so caching their bytes is always correct; the link that
-/// says whether a repository holds one is still read from disk on every request.
-const MANIFEST_CACHE_ENTRIES: usize = 4096;
 
 pub struct FsStore {
     pub(super) root: PathBuf,
     fsync: bool,
     uploads_in_progress: Mutex<HashSet<String>>,
-    manifest_cache: Mutex<HashMap<Digest, Bytes>>,
+    manifest_cache: ManifestCache,
     tag_lists: TagListCache,
 }
 
@@ -78,7 +75,7 @@ impl FsStore {
             root,
             fsync,
             uploads_in_progress: Mutex::new(HashSet::new()),
-            manifest_cache: Mutex::new(HashMap::new()),
+            manifest_cache: ManifestCache::default(),
             tag_lists: TagListCache::default(),
         }))
     }
@@ -181,17 +178,6 @@ impl FsStore {
         }
     }
 
-    fn cache_manifest(&self, digest: &Digest, bytes: &Bytes) {
-        let mut cache = self
-            .manifest_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= MANIFEST_CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(digest.clone(), bytes.clone());
-    }
-
     /// Reads a file of a few dozen bytes (a tag, a link) inline: for such files, a read from the
     /// page cache costs a few microseconds, less than handing it to the blocking pool and back.
     /// These reads are the whole cost of a manifest GET.
@@ -232,44 +218,6 @@ impl Store for FsStore {
         .map_err(|e| StorageError::Corrupt(format!("reader task failed: {e}")))?
     }
 
-    async fn create_upload(&self, repo: &RepoName) -> StorageResult<String> {
-        self.new_upload(repo).await
-    }
-
-    async fn upload_len(&self, repo: &RepoName, id: &str) -> StorageResult<u64> {
-        self.received(repo, id).await
-    }
-
-    async fn append_upload<S>(
-        &self,
-        repo: &RepoName,
-        id: &str,
-        offset: u64,
-        body: S,
-        hasher: Hasher,
-    ) -> StorageResult<(u64, Hasher)>
-    where
-        S: futures_util::Stream<Item = io::Result<Bytes>> + Send + Unpin,
-    {
-        self.append(repo, id, offset, body, hasher).await
-    }
-
-    async fn read_upload(&self, repo: &RepoName, id: &str) -> StorageResult<BlobBody> {
-        self.read_received(repo, id).await
-    }
-
-    async fn commit_upload(&self, repo: &RepoName, id: &str, digest: &Digest) -> StorageResult<()> {
-        self.commit(repo, id, digest).await
-    }
-
-    async fn cancel_upload(&self, repo: &RepoName, id: &str) -> StorageResult<()> {
-        self.cancel(repo, id).await
-    }
-
-    async fn purge_uploads(&self, max_age: Duration) -> StorageResult<usize> {
-        self.purge(max_age).await
-    }
-
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> StorageResult<()> {
         let link = self.layer_link(repo, digest);
         if Self::exists(&link)? {
@@ -305,7 +253,7 @@ impl Store for FsStore {
             manifest.media_type.as_bytes(),
         )
         .await?;
-        self.cache_manifest(digest, &manifest.bytes);
+        self.manifest_cache.put(digest, &manifest.bytes);
         Ok(())
     }
 
@@ -319,20 +267,14 @@ impl Store for FsStore {
         };
         let media_type = String::from_utf8(media_type)
             .map_err(|_| StorageError::Corrupt(format!("media type of {digest} in {repo}")))?;
-        let cached = self
-            .manifest_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(digest)
-            .cloned();
-        let bytes = match cached {
+        let bytes = match self.manifest_cache.get(digest) {
             Some(b) => b,
             None => {
                 let Some(b) = Self::read_small(&self.blob_path(digest))? else {
                     return Ok(None);
                 };
                 let b = Bytes::from(b);
-                self.cache_manifest(digest, &b);
+                self.manifest_cache.put(digest, &b);
                 b
             }
         };

@@ -1,6 +1,8 @@
 use super::*;
 use crate::registry::digest::Algorithm;
+use crate::registry::storage::Uploads;
 use futures_util::StreamExt;
+use std::time::Duration;
 
 fn repo(name: &str) -> RepoName {
     RepoName::parse(name).unwrap()

@@ -5,8 +5,8 @@
 use super::{FsStore, PIPELINE_QUEUE, PIPELINE_THRESHOLD, io_err, stream_file};
 use crate::registry::digest::{Digest, Hasher};
 use crate::registry::names::RepoName;
-use crate::registry::storage::Store;
 use crate::registry::storage::{BlobBody, StorageError, StorageResult};
+use crate::registry::storage::{Store, Uploads};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::HashSet;
@@ -29,8 +29,8 @@ impl Drop for UploadGuard<'_> {
     }
 }
 
-impl FsStore {
-    pub(super) async fn new_upload(&self, repo: &RepoName) -> StorageResult<String> {
+impl Uploads for FsStore {
+    async fn create_upload(&self, repo: &RepoName) -> StorageResult<String> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = self.upload_dir(&id);
         tokio::fs::create_dir_all(&dir)
@@ -45,14 +45,14 @@ impl FsStore {
         Ok(id)
     }
 
-    pub(super) async fn received(&self, repo: &RepoName, id: &str) -> StorageResult<u64> {
+    async fn upload_len(&self, repo: &RepoName, id: &str) -> StorageResult<u64> {
         let dir = self.check_upload_owner(repo, id).await?;
         let data = dir.join("data");
         let meta = tokio::fs::metadata(&data).await.map_err(io_err(&data))?;
         Ok(meta.len())
     }
 
-    pub(super) async fn append<S>(
+    async fn append_upload<S>(
         &self,
         repo: &RepoName,
         id: &str,
@@ -186,7 +186,7 @@ impl FsStore {
         }
     }
 
-    pub(super) async fn read_received(&self, repo: &RepoName, id: &str) -> StorageResult<BlobBody> {
+    async fn read_upload(&self, repo: &RepoName, id: &str) -> StorageResult<BlobBody> {
         let dir = self.check_upload_owner(repo, id).await?;
         let path = dir.join("data");
         let len = tokio::fs::metadata(&path)
@@ -198,12 +198,7 @@ impl FsStore {
             .map_err(|e| StorageError::Corrupt(format!("reader task failed: {e}")))?
     }
 
-    pub(super) async fn commit(
-        &self,
-        repo: &RepoName,
-        id: &str,
-        digest: &Digest,
-    ) -> StorageResult<()> {
+    async fn commit_upload(&self, repo: &RepoName, id: &str, digest: &Digest) -> StorageResult<()> {
         let dir = self.check_upload_owner(repo, id).await?;
         let data = dir.join("data");
         let target = self.blob_path(digest);
@@ -226,12 +221,12 @@ impl FsStore {
         Ok(())
     }
 
-    pub(super) async fn cancel(&self, repo: &RepoName, id: &str) -> StorageResult<()> {
+    async fn cancel_upload(&self, repo: &RepoName, id: &str) -> StorageResult<()> {
         let dir = self.check_upload_owner(repo, id).await?;
         tokio::fs::remove_dir_all(&dir).await.map_err(io_err(&dir))
     }
 
-    pub(super) async fn purge(&self, max_age: Duration) -> StorageResult<usize> {
+    async fn purge_uploads(&self, max_age: Duration) -> StorageResult<usize> {
         let uploads = self.root.join("uploads");
         let busy: HashSet<String> = self
             .uploads_in_progress

@@ -22,8 +22,9 @@ mod documents;
 mod inventory;
 mod uploads;
 
+use super::manifest_cache::ManifestCache;
 use super::{BlobBody, StorageError, StorageResult, Store, StoredManifest};
-use crate::registry::digest::{Digest, Hasher};
+use crate::registry::digest::Digest;
 use crate::registry::names::{RepoName, Tag};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -33,14 +34,11 @@ use object_store::{
     ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
     PutPayload, RetryConfig,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Manifests are immutable by digest, so caching their bytes is always correct; the link that
-/// says whether a repository holds one is still read from the bucket on every request.
-const MANIFEST_CACHE_ENTRIES: usize = 4096;
 /// Concurrent requests of one listing's follow-up reads (referrer descriptors, tags).
 const READ_CONCURRENCY: usize = 16;
 /// How long a presigned blob URL stays valid.
@@ -69,7 +67,7 @@ pub struct S3Store {
     redirect: bool,
     /// For the blocking `Inventory` calls, made from threads outside the runtime.
     runtime: tokio::runtime::Handle,
-    manifest_cache: Mutex<HashMap<Digest, Bytes>>,
+    manifest_cache: ManifestCache,
     /// Repositories this process has written a catalog entry for.
     indexed: Mutex<HashSet<RepoName>>,
     /// When the blob store's size was last listed, and what it was.
@@ -234,7 +232,7 @@ impl S3Store {
             prefix,
             redirect: config.redirect,
             runtime: tokio::runtime::Handle::current(),
-            manifest_cache: Mutex::new(HashMap::new()),
+            manifest_cache: ManifestCache::default(),
             indexed: Mutex::new(HashSet::new()),
             blob_bytes_sample: Mutex::new(None),
         });
@@ -433,17 +431,6 @@ impl S3Store {
         Ok(())
     }
 
-    fn cache_manifest(&self, digest: &Digest, bytes: &Bytes) {
-        let mut cache = self
-            .manifest_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= MANIFEST_CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(digest.clone(), bytes.clone());
-    }
-
     fn parse_digest_text(raw: &[u8], what: &str) -> StorageResult<Digest> {
         std::str::from_utf8(raw)
             .ok()
@@ -498,52 +485,6 @@ impl Store for S3Store {
             .map_err(|e| storage_error("presign", &key, e))
     }
 
-    async fn create_upload(&self, repo: &RepoName) -> StorageResult<String> {
-        self.new_upload(repo).await
-    }
-
-    async fn upload_len(&self, repo: &RepoName, id: &str) -> StorageResult<u64> {
-        Ok(self.upload_state(repo, id).await?.0.len)
-    }
-
-    async fn upload_checkpoint(
-        &self,
-        repo: &RepoName,
-        id: &str,
-    ) -> StorageResult<Option<(u64, Hasher)>> {
-        self.checkpoint(repo, id).await
-    }
-
-    async fn append_upload<S>(
-        &self,
-        repo: &RepoName,
-        id: &str,
-        offset: u64,
-        body: S,
-        hasher: Hasher,
-    ) -> StorageResult<(u64, Hasher)>
-    where
-        S: futures_util::Stream<Item = io::Result<Bytes>> + Send + Unpin,
-    {
-        self.append(repo, id, offset, body, hasher).await
-    }
-
-    async fn read_upload(&self, repo: &RepoName, id: &str) -> StorageResult<BlobBody> {
-        self.read_received(repo, id).await
-    }
-
-    async fn commit_upload(&self, repo: &RepoName, id: &str, digest: &Digest) -> StorageResult<()> {
-        self.commit(repo, id, digest).await
-    }
-
-    async fn cancel_upload(&self, repo: &RepoName, id: &str) -> StorageResult<()> {
-        self.cancel(repo, id).await
-    }
-
-    async fn purge_uploads(&self, max_age: Duration) -> StorageResult<usize> {
-        self.purge(max_age).await
-    }
-
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> StorageResult<()> {
         self.index_repository(repo).await?;
         self.put_bytes(&self.layer_key(repo.as_str(), digest), Bytes::new())
@@ -576,7 +517,7 @@ impl Store for S3Store {
             Bytes::from(manifest.media_type.clone().into_bytes()),
         )
         .await?;
-        self.cache_manifest(digest, &manifest.bytes);
+        self.manifest_cache.put(digest, &manifest.bytes);
         Ok(())
     }
 
@@ -593,19 +534,13 @@ impl Store for S3Store {
         };
         let media_type = String::from_utf8(media_type.to_vec())
             .map_err(|_| StorageError::Corrupt(format!("media type of {digest} in {repo}")))?;
-        let cached = self
-            .manifest_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(digest)
-            .cloned();
-        let bytes = match cached {
+        let bytes = match self.manifest_cache.get(digest) {
             Some(b) => b,
             None => {
                 let Some(b) = self.get_bytes(&self.blob_key(digest)).await? else {
                     return Ok(None);
                 };
-                self.cache_manifest(digest, &b);
+                self.manifest_cache.put(digest, &b);
                 b
             }
         };

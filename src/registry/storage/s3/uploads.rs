@@ -9,7 +9,7 @@
 use super::{S3Store, storage_error};
 use crate::registry::digest::{Digest, Hasher};
 use crate::registry::names::RepoName;
-use crate::registry::storage::{BlobBody, StorageError, StorageResult, Store};
+use crate::registry::storage::{BlobBody, StorageError, StorageResult, Store, Uploads};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -63,7 +63,6 @@ impl S3Store {
     fn upload_key(&self, id: &str, rest: &str) -> Path {
         self.key(&format!("uploads/{id}/{rest}"))
     }
-
     /// The upload's state and the version it was read at; `NotFound` unless it belongs to `repo`.
     pub(super) async fn upload_state(
         &self,
@@ -88,110 +87,6 @@ impl S3Store {
         }
         Ok((state, e_tag))
     }
-
-    pub(super) async fn new_upload(&self, repo: &RepoName) -> StorageResult<String> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let state = UploadState {
-            repository: repo.as_str().to_owned(),
-            len: 0,
-            segments: Vec::new(),
-            hash: None,
-        };
-        if !self
-            .create_bytes(&self.upload_key(&id, "state"), encode(&state))
-            .await?
-        {
-            return Err(StorageError::Corrupt(format!("upload id {id} taken")));
-        }
-        Ok(id)
-    }
-
-    pub(super) async fn checkpoint(
-        &self,
-        repo: &RepoName,
-        id: &str,
-    ) -> StorageResult<Option<(u64, Hasher)>> {
-        let (state, _) = self.upload_state(repo, id).await?;
-        Ok(state
-            .hash
-            .as_deref()
-            .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
-            .and_then(|raw| Hasher::resume(&raw))
-            .map(|hasher| (state.len, hasher)))
-    }
-
-    pub(super) async fn append<S>(
-        &self,
-        repo: &RepoName,
-        id: &str,
-        offset: u64,
-        mut body: S,
-        mut hasher: Hasher,
-    ) -> StorageResult<(u64, Hasher)>
-    where
-        S: futures_util::Stream<Item = io::Result<Bytes>> + Send + Unpin,
-    {
-        let (mut state, e_tag) = self.upload_state(repo, id).await?;
-        if state.len != offset {
-            return Err(StorageError::OffsetMismatch {
-                expected: offset,
-                actual: state.len,
-            });
-        }
-        let name = uuid::Uuid::new_v4().simple().to_string();
-        let key = self.upload_key(id, &format!("segments/{name}"));
-        let (received, failure) = self.write_segment(&key, &mut body, &mut hasher).await?;
-        if received == 0 {
-            return match failure {
-                Some(e) => Err(StorageError::Io {
-                    path: format!("upload {id}"),
-                    source: e,
-                }),
-                None => Ok((offset, hasher)),
-            };
-        }
-        // What was received is always kept, so that a resumed upload continues from exactly
-        // the bytes the client managed to send.
-        state.segments.push(Segment {
-            name,
-            len: received,
-        });
-        state.len += received;
-        state.hash = Some(base64::engine::general_purpose::STANDARD.encode(hasher.checkpoint()));
-        let options = PutOptions {
-            mode: PutMode::Update(UpdateVersion {
-                e_tag,
-                version: None,
-            }),
-            ..PutOptions::default()
-        };
-        let state_key = self.upload_key(id, "state");
-        match self
-            .client
-            .put_opts(&state_key, PutPayload::from(encode(&state)), options)
-            .await
-        {
-            Ok(_) => {}
-            Err(object_store::Error::Precondition { .. }) => {
-                // Another request appended (or finished) first: this segment is not part of
-                // the upload.
-                let _ = self.client.delete(&key).await;
-                return Err(StorageError::UploadBusy);
-            }
-            Err(e) => {
-                let _ = self.client.delete(&key).await;
-                return Err(storage_error("write", &state_key, e));
-            }
-        }
-        match failure {
-            Some(e) => Err(StorageError::Io {
-                path: format!("upload {id}"),
-                source: e,
-            }),
-            None => Ok((state.len, hasher)),
-        }
-    }
-
     /// Streams `body` into the object `key`, hashing every byte; returns how many arrived and
     /// the error that ended the body early, if one did (what arrived before it is stored).
     async fn write_segment<S>(
@@ -274,13 +169,7 @@ impl S3Store {
             .map_err(|e| storage_error("complete multipart", key, e))?;
         Ok((received, failure))
     }
-
-    /// What was received so far, segment after segment.
-    pub(super) async fn read_received(&self, repo: &RepoName, id: &str) -> StorageResult<BlobBody> {
-        let (state, _) = self.upload_state(repo, id).await?;
-        Ok(self.concatenation(id, &state))
-    }
-
+    /// The stored segments as one stream.
     fn concatenation(&self, id: &str, state: &UploadState) -> BlobBody {
         let client = self.client.clone();
         let keys: Vec<Path> = state
@@ -306,13 +195,129 @@ impl S3Store {
             stream,
         }
     }
+    /// State first: from then on the upload is gone for every replica; the segments follow
+    /// (if this stops halfway, the purge finds them).
+    async fn remove_upload(&self, id: &str, state: &UploadState) -> StorageResult<()> {
+        let state_key = self.upload_key(id, "state");
+        match self.client.delete(&state_key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(storage_error("delete", &state_key, e)),
+        }
+        for segment in &state.segments {
+            let key = self.upload_key(id, &format!("segments/{}", segment.name));
+            let _ = self.client.delete(&key).await;
+        }
+        Ok(())
+    }
+}
 
-    pub(super) async fn commit(
+impl Uploads for S3Store {
+    async fn create_upload(&self, repo: &RepoName) -> StorageResult<String> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let state = UploadState {
+            repository: repo.as_str().to_owned(),
+            len: 0,
+            segments: Vec::new(),
+            hash: None,
+        };
+        if !self
+            .create_bytes(&self.upload_key(&id, "state"), encode(&state))
+            .await?
+        {
+            return Err(StorageError::Corrupt(format!("upload id {id} taken")));
+        }
+        Ok(id)
+    }
+    async fn upload_checkpoint(
         &self,
         repo: &RepoName,
         id: &str,
-        digest: &Digest,
-    ) -> StorageResult<()> {
+    ) -> StorageResult<Option<(u64, Hasher)>> {
+        let (state, _) = self.upload_state(repo, id).await?;
+        Ok(state
+            .hash
+            .as_deref()
+            .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+            .and_then(|raw| Hasher::resume(&raw))
+            .map(|hasher| (state.len, hasher)))
+    }
+    async fn append_upload<S>(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        offset: u64,
+        mut body: S,
+        mut hasher: Hasher,
+    ) -> StorageResult<(u64, Hasher)>
+    where
+        S: futures_util::Stream<Item = io::Result<Bytes>> + Send + Unpin,
+    {
+        let (mut state, e_tag) = self.upload_state(repo, id).await?;
+        if state.len != offset {
+            return Err(StorageError::OffsetMismatch {
+                expected: offset,
+                actual: state.len,
+            });
+        }
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let key = self.upload_key(id, &format!("segments/{name}"));
+        let (received, failure) = self.write_segment(&key, &mut body, &mut hasher).await?;
+        if received == 0 {
+            return match failure {
+                Some(e) => Err(StorageError::Io {
+                    path: format!("upload {id}"),
+                    source: e,
+                }),
+                None => Ok((offset, hasher)),
+            };
+        }
+        // What was received is always kept, so that a resumed upload continues from exactly
+        // the bytes the client managed to send.
+        state.segments.push(Segment {
+            name,
+            len: received,
+        });
+        state.len += received;
+        state.hash = Some(base64::engine::general_purpose::STANDARD.encode(hasher.checkpoint()));
+        let options = PutOptions {
+            mode: PutMode::Update(UpdateVersion {
+                e_tag,
+                version: None,
+            }),
+            ..PutOptions::default()
+        };
+        let state_key = self.upload_key(id, "state");
+        match self
+            .client
+            .put_opts(&state_key, PutPayload::from(encode(&state)), options)
+            .await
+        {
+            Ok(_) => {}
+            Err(object_store::Error::Precondition { .. }) => {
+                // Another request appended (or finished) first: this segment is not part of
+                // the upload.
+                let _ = self.client.delete(&key).await;
+                return Err(StorageError::UploadBusy);
+            }
+            Err(e) => {
+                let _ = self.client.delete(&key).await;
+                return Err(storage_error("write", &state_key, e));
+            }
+        }
+        match failure {
+            Some(e) => Err(StorageError::Io {
+                path: format!("upload {id}"),
+                source: e,
+            }),
+            None => Ok((state.len, hasher)),
+        }
+    }
+    /// What was received so far, segment after segment.
+    async fn read_upload(&self, repo: &RepoName, id: &str) -> StorageResult<BlobBody> {
+        let (state, _) = self.upload_state(repo, id).await?;
+        Ok(self.concatenation(id, &state))
+    }
+    async fn commit_upload(&self, repo: &RepoName, id: &str, digest: &Digest) -> StorageResult<()> {
         let (state, _) = self.upload_state(repo, id).await?;
         let target = self.blob_key(digest);
         match state.segments.as_slice() {
@@ -361,30 +366,13 @@ impl S3Store {
         self.link_blob(repo, digest).await?;
         self.remove_upload(id, &state).await
     }
-
-    /// State first: from then on the upload is gone for every replica; the segments follow
-    /// (if this stops halfway, the purge finds them).
-    async fn remove_upload(&self, id: &str, state: &UploadState) -> StorageResult<()> {
-        let state_key = self.upload_key(id, "state");
-        match self.client.delete(&state_key).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(storage_error("delete", &state_key, e)),
-        }
-        for segment in &state.segments {
-            let key = self.upload_key(id, &format!("segments/{}", segment.name));
-            let _ = self.client.delete(&key).await;
-        }
-        Ok(())
-    }
-
-    pub(super) async fn cancel(&self, repo: &RepoName, id: &str) -> StorageResult<()> {
+    async fn cancel_upload(&self, repo: &RepoName, id: &str) -> StorageResult<()> {
         let (state, _) = self.upload_state(repo, id).await?;
         self.remove_upload(id, &state).await
     }
-
     /// Removes every upload whose newest object is older than `max_age`, including the
     /// segments a crash left without their state.
-    pub(super) async fn purge(&self, max_age: Duration) -> StorageResult<usize> {
+    async fn purge_uploads(&self, max_age: Duration) -> StorageResult<usize> {
         let prefix = self.key("uploads");
         let objects: Vec<object_store::ObjectMeta> = self
             .client
@@ -420,5 +408,9 @@ impl S3Store {
             purged += 1;
         }
         Ok(purged)
+    }
+
+    async fn upload_len(&self, repo: &RepoName, id: &str) -> StorageResult<u64> {
+        Ok(self.upload_state(repo, id).await?.0.len)
     }
 }
