@@ -1,4 +1,5 @@
-"""Bad S3 settings and an S3 server that goes away: the registry refuses to start with a message
+"""S3 specifics: `redirect: true` hands blob downloads to the bucket with presigned URLs; bad S3
+settings and an S3 server that goes away: the registry refuses to start with a message
 that says what is wrong (missing bucket, wrong keys, an endpoint that does not answer), and while
 running answers 503 with an OCI error body instead of hanging; when the server is back, everything
 pushed before is still there."""
@@ -7,6 +8,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 
 from support.oci import OCI_MANIFEST, Client
 from support.procs import free_port
@@ -73,3 +75,31 @@ def test_a_vanished_server_gives_503_and_loses_nothing(wharf_bin, tmp_path):
     finally:
         registry.cleanup()
         server.stop()
+
+
+def test_redirect_hands_blob_downloads_to_the_bucket(wharf_bin, s3_server, tmp_path):
+    from support.registry import Registry
+
+    prefix = f"redirect-{os.urandom(4).hex()}"
+    config = tmp_path / "redirect.yaml"
+    config.write_text(s3_server.config(prefix=prefix, redirect=True))
+    registry = Registry(wharf_bin, users={"admin": "redirect-pw"}, env=s3_server.env(),
+                        args=["--config", str(config)]).start()
+    try:
+        c = Client(registry.address, "admin", "redirect-pw")
+        layer = os.urandom(300_000)
+        manifest, _ = c.push_image("redirect/app", "v1", [layer])
+        digest = json.loads(manifest)["layers"][0]["digest"]
+        status, headers, _ = c.request("GET", f"/v2/redirect/app/blobs/{digest}")
+        assert status == 307, status
+        location = headers["location"]
+        assert location.startswith(s3_server.endpoint) and "X-Amz-Signature=" in location, location
+        with urllib.request.urlopen(location, timeout=30) as r:
+            assert r.read() == layer, "the presigned URL serves other bytes"
+        # Still only for clients the registry lets read: no credentials, no redirect.
+        assert Client(registry.address).request("GET", f"/v2/redirect/app/blobs/{digest}")[0] == 401
+        # Manifests and HEAD stay with the registry.
+        assert c.request("HEAD", f"/v2/redirect/app/blobs/{digest}")[0] == 200
+        assert c.request("GET", "/v2/redirect/app/manifests/v1", headers={"Accept": OCI_MANIFEST})[2] == manifest
+    finally:
+        registry.cleanup()

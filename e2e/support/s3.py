@@ -43,13 +43,13 @@ class S3Server:
             "AWS_REGION": "us-east-1",
         }
 
-    def config(self, prefix=None, bucket=BUCKET, endpoint=None):
+    def config(self, prefix=None, bucket=BUCKET, endpoint=None, redirect=False):
         """The `storage.s3` block of a registry config (YAML flow style)."""
         prefix = prefix or f"t-{uuid.uuid4().hex[:12]}"
         return (
             "storage:\n"
             f"  s3: {{bucket: {bucket}, prefix: {prefix}, endpoint: \"{endpoint or self.endpoint}\", "
-            "pathStyle: true, region: us-east-1}\n"
+            f"pathStyle: true, region: us-east-1, redirect: {str(redirect).lower()}}}\n"
         )
 
     def objects_under(self, prefix, bucket=BUCKET):
