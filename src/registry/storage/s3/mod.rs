@@ -8,7 +8,7 @@
 //! uploads/<id>/segments/<random>                       the bytes of one PATCH
 //! repositories/<name>/_layers/<alg>/<hex>              "this repository may read this blob"
 //! repositories/<name>/_manifests/revisions/<alg>/<hex> media type of a manifest in this repository
-//! repositories/<name>/_manifests/tags/<tag>            digest the tag points to
+//! repositories/<name>/_manifests/tags/<tag>/current    digest the tag points to
 //! repositories/<name>/_referrers/<alg>/<subject>/<alg>-<hex>  descriptor of a referrer
 //! _catalog/<name>                                      one empty object per repository
 //! _wharf/<key>                                         the registry's own documents
@@ -65,8 +65,13 @@ pub struct S3Store {
     client: Arc<AmazonS3>,
     prefix: String,
     redirect: bool,
-    /// For the blocking `Inventory` calls, made from threads outside the runtime.
+    /// Every request runs on this runtime of its own, not on the server's: garbage collection
+    /// waits for requests while holding a lock that the server's request handlers may also wait
+    /// for, and if the requests needed the handlers' threads to make progress, both would wait
+    /// forever (on a 2-core machine with two worker threads, they did). The blocking `Inventory`
+    /// calls run their futures here too.
     runtime: tokio::runtime::Handle,
+    io_runtime: Option<tokio::runtime::Runtime>,
     manifest_cache: ManifestCache,
     /// Repositories this process has written a catalog entry for.
     indexed: Mutex<HashSet<RepoName>>,
@@ -202,7 +207,16 @@ impl S3Store {
                 options = options.with_root_certificate(cert);
             }
         }
+        let io_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("wharf-s3-io")
+            .enable_all()
+            .build()
+            .map_err(|e| S3SetupError::Invalid(format!("cannot start the S3 I/O threads: {e}")))?;
         let mut builder = AmazonS3Builder::from_env()
+            .with_http_connector(object_store::client::SpawnedReqwestConnector::new(
+                io_runtime.handle().clone(),
+            ))
             .with_bucket_name(&config.bucket)
             .with_client_options(options)
             .with_retry(RetryConfig {
@@ -219,9 +233,14 @@ impl S3Store {
                 .with_allow_http(endpoint.starts_with("http://"));
         }
         builder = builder.with_virtual_hosted_style_request(!config.path_style);
-        let client = builder
-            .build()
-            .map_err(|e| S3SetupError::Invalid(e.to_string()))?;
+        let client = match builder.build() {
+            Ok(client) => client,
+            Err(e) => {
+                // Dropping a runtime here, inside another, would block: let it go in the background.
+                io_runtime.shutdown_background();
+                return Err(S3SetupError::Invalid(e.to_string()));
+            }
+        };
         let prefix = config
             .prefix
             .as_deref()
@@ -231,7 +250,8 @@ impl S3Store {
             client: Arc::new(client),
             prefix,
             redirect: config.redirect,
-            runtime: tokio::runtime::Handle::current(),
+            runtime: io_runtime.handle().clone(),
+            io_runtime: Some(io_runtime),
             manifest_cache: ManifestCache::default(),
             indexed: Mutex::new(HashSet::new()),
             blob_bytes_sample: Mutex::new(None),
@@ -307,8 +327,30 @@ impl S3Store {
         )
     }
 
+    fn tags_prefix(&self, repo: &RepoName) -> Path {
+        self.repo_key(repo.as_str(), "_manifests/tags")
+    }
+
+    /// A tag is a "directory" holding one object, so that the tag list is the listing's common
+    /// prefixes: S3 and S3-compatible servers produce those without reading each object's
+    /// metadata, which a listing of the objects themselves costs on servers over a filesystem.
     fn tag_key(&self, repo: &RepoName, tag: &str) -> Path {
-        self.repo_key(repo.as_str(), &format!("_manifests/tags/{tag}"))
+        self.repo_key(repo.as_str(), &format!("_manifests/tags/{tag}/current"))
+    }
+
+    /// The repository's tag names, unsorted: one delimited listing.
+    async fn tag_names(&self, repo: &RepoName) -> StorageResult<Vec<String>> {
+        let prefix = self.tags_prefix(repo);
+        let listed = self
+            .client
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(|e| storage_error("list", &prefix, e))?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .collect())
     }
 
     fn referrers_prefix(&self, repo: &RepoName, subject: &Digest) -> Path {
@@ -396,21 +438,6 @@ impl S3Store {
             .map_err(|e| storage_error("list", prefix, e))
     }
 
-    /// The names of the objects directly under `prefix/` (one delimited listing: the server
-    /// does not descend).
-    pub(super) async fn list_children(&self, prefix: &Path) -> StorageResult<Vec<String>> {
-        let listed = self
-            .client
-            .list_with_delimiter(Some(prefix))
-            .await
-            .map_err(|e| storage_error("list", prefix, e))?;
-        Ok(listed
-            .objects
-            .iter()
-            .filter_map(|meta| meta.location.filename().map(str::to_owned))
-            .collect())
-    }
-
     /// Makes `repo` appear in the catalog (once per repository and process).
     async fn index_repository(&self, repo: &RepoName) -> StorageResult<()> {
         if self
@@ -436,6 +463,16 @@ impl S3Store {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .ok_or_else(|| StorageError::Corrupt(what.to_owned()))
+    }
+}
+
+impl Drop for S3Store {
+    fn drop(&mut self) {
+        // The store goes away inside the server's runtime, where a runtime cannot be dropped
+        // (it would block): let its threads finish in the background.
+        if let Some(runtime) = self.io_runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -553,8 +590,7 @@ impl Store for S3Store {
             return Ok(false);
         }
         // Tags first: a tag must never point to a manifest that is gone.
-        let tags = self.list_names(&self.tag_key(repo, "")).await?;
-        for tag in tags {
+        for tag in self.tag_names(repo).await? {
             let key = self.tag_key(repo, &tag);
             if let Some(target) = self.get_bytes(&key).await?
                 && Self::parse_digest_text(&target, "tag").ok().as_ref() == Some(digest)
@@ -586,13 +622,12 @@ impl Store for S3Store {
     }
 
     async fn list_tags(&self, repo: &RepoName) -> StorageResult<Option<Arc<Vec<String>>>> {
-        let mut tags = self.list_children(&self.tag_key(repo, "")).await?;
+        let mut tags = self.tag_names(repo).await?;
         if tags.is_empty() {
             // A repository with blobs and no tags lists as empty; one with nothing, not at all.
             let key = self.key(&format!("_catalog/{repo}"));
             return Ok(self.exists(&key).await?.then(|| Arc::new(Vec::new())));
         }
-        tags.retain(|t| !t.contains('/'));
         tags.sort_unstable();
         Ok(Some(Arc::new(tags)))
     }
