@@ -98,7 +98,9 @@ pub(super) fn storage_error(operation: &str, key: &Path, e: object_store::Error)
     use object_store::Error as E;
     match e {
         E::NotFound { .. } => StorageError::NotFound,
-        E::Precondition { .. } | E::AlreadyExists { .. } => StorageError::UploadBusy,
+        E::Precondition { .. } | E::AlreadyExists { .. } => {
+            StorageError::Backend(format!("{operation} {key}: precondition failed: {e}"))
+        }
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
             StorageError::Unavailable(format!(
                 "{operation} {key}: the S3 credentials were refused: {}",
@@ -377,11 +379,20 @@ impl S3Store {
     }
 
     pub(super) async fn put_bytes(&self, key: &Path, bytes: Bytes) -> StorageResult<()> {
-        self.client
-            .put(key, PutPayload::from(bytes))
-            .await
-            .map(drop)
-            .map_err(|e| storage_error("write", key, e))
+        let mut attempt = 0;
+        loop {
+            match self.client.put(key, PutPayload::from(bytes.clone())).await {
+                Ok(_) => return Ok(()),
+                // A plain PUT has no precondition: a 409 is the server's own transient conflict
+                // (versitygw's posix backend answers ExistingObjectIsDirectory while a delete
+                // next to the key removes their shared parent directory). Try again.
+                Err(object_store::Error::AlreadyExists { .. }) if attempt < 5 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+                }
+                Err(e) => return Err(storage_error("write", key, e)),
+            }
+        }
     }
 
     /// Writes only when nothing is at `key`; returns whether it wrote.

@@ -279,29 +279,52 @@ impl Uploads for S3Store {
         });
         state.len += received;
         state.hash = Some(base64::engine::general_purpose::STANDARD.encode(hasher.checkpoint()));
-        let options = PutOptions {
-            mode: PutMode::Update(UpdateVersion {
-                e_tag,
-                version: None,
-            }),
-            ..PutOptions::default()
-        };
         let state_key = self.upload_key(id, "state");
-        match self
-            .client
-            .put_opts(&state_key, PutPayload::from(encode(&state)), options)
-            .await
-        {
-            Ok(_) => {}
-            Err(object_store::Error::Precondition { .. }) => {
-                // Another request appended (or finished) first: this segment is not part of
-                // the upload.
-                let _ = self.client.delete(&key).await;
-                return Err(StorageError::UploadBusy);
-            }
-            Err(e) => {
-                let _ = self.client.delete(&key).await;
-                return Err(storage_error("write", &state_key, e));
+        let before = state.segments.len() - 1;
+        let mut e_tag = e_tag;
+        for attempt in 0.. {
+            let options = PutOptions {
+                mode: PutMode::Update(UpdateVersion {
+                    e_tag: e_tag.clone(),
+                    version: None,
+                }),
+                ..PutOptions::default()
+            };
+            match self
+                .client
+                .put_opts(&state_key, PutPayload::from(encode(&state)), options)
+                .await
+            {
+                Ok(_) => break,
+                Err(object_store::Error::Precondition { .. }) => {
+                    // The version changed: either another request appended (or finished), and
+                    // this segment is not part of the upload; or our own write landed and its
+                    // answer was lost (the client retried it); or the server's version moved
+                    // without a change (some S3-compatible servers settle an ETag late).
+                    match self.upload_state(repo, id).await {
+                        Ok((stored, _))
+                            if stored.segments.last().map(|s| &s.name)
+                                == state.segments.last().map(|s| &s.name) =>
+                        {
+                            break;
+                        }
+                        Ok((stored, fresh))
+                            if attempt < 3
+                                && stored.len == offset
+                                && stored.segments.len() == before =>
+                        {
+                            e_tag = fresh;
+                        }
+                        _ => {
+                            let _ = self.client.delete(&key).await;
+                            return Err(StorageError::UploadBusy);
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = self.client.delete(&key).await;
+                    return Err(storage_error("write", &state_key, e));
+                }
             }
         }
         match failure {
