@@ -4,7 +4,8 @@
 with both as targets (push, chunked push, pull, small blobs, manifests, listings, peak RSS), then
 garbage collection of a store of WHARF_BENCH_S3_GC_BLOBS blobs (default 100,000) pushed over HTTP
 to both: Distribution's offline `garbage-collect` against wharf's online GC. Rewrites the "On S3"
-section of docs/benchmarks.md."""
+and "Garbage collection on S3" sections of docs/benchmarks.md, each only when its part ran
+(WHARF_BENCH_S3_REGISTRY=0 or WHARF_BENCH_S3_GC=0 leaves one out)."""
 
 import base64
 import importlib.util
@@ -31,6 +32,7 @@ _spec.loader.exec_module(gc_bench)
 
 BENCH = gc_bench.BENCH
 BEGIN, END = "<!-- s3-bench:begin -->", "<!-- s3-bench:end -->"
+GC_BEGIN, GC_END = "<!-- s3-gc-bench:begin -->", "<!-- s3-gc-bench:end -->"
 ADMIN, PASSWORD = gc_bench.ADMIN, gc_bench.PASSWORD
 
 
@@ -104,9 +106,11 @@ def gc_comparison(binary, server):
     started = time.monotonic()
     ref_digests = gc_bench.populate(ref_port, None, work_items)
     ref_push = time.monotonic() - started
+    print(f"distribution populated in {ref_push:.0f}s", file=sys.stderr, flush=True)
     started = time.monotonic()
     own_digests = gc_bench.populate(wharf_port, auth, work_items)
     own_push = time.monotonic() - started
+    print(f"wharf populated in {own_push:.0f}s", file=sys.stderr, flush=True)
     assert ref_digests == own_digests, "the two registries computed different manifest digests"
     gc_bench.delete_quarter(ref_port, None, work_items, ref_digests)
     gc_bench.delete_quarter(wharf_port, auth, work_items, own_digests)
@@ -120,6 +124,7 @@ def gc_comparison(binary, server):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     ref_seconds, ref_rss = time.monotonic() - started, usage.ru_maxrss * 1024
+    print(f"distribution collected in {ref_seconds:.1f}s", file=sys.stderr, flush=True)
     assert status == 0, f"garbage-collect exited {status}"
 
     with open(f"/proc/{own.pid}/clear_refs", "w") as f:
@@ -150,30 +155,38 @@ def main():
     server_env = server.env()
     try:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
-        results = registry_bench(binary, server)
-        print(results)
+        results = registry_bench(binary, server) if os.environ.get("WHARF_BENCH_S3_REGISTRY", "1") == "1" else None
+        if results is not None:
+            print(results)
         gc = gc_comparison(binary, server) if os.environ.get("WHARF_BENCH_S3_GC", "1") == "1" else None
     finally:
         server.stop()
         subprocess.run(["rm", "-rf", work])
-    lines = ["## On S3", "",
-             f"Produced by `make bench-s3` (e2e/bench/s3.py) on {stamp}: wharf (static release build, `storage.s3`)",
-             "and Distribution (`docker-registry` with its own s3 driver, otherwise the reference configuration)",
-             "on the same S3 server (versitygw, posix backend, on this machine's disk), side by side in one run",
-             "of `registry-bench`. Ratios are wharf / Distribution.", "", "```", results, "```"]
+    if results is not None:
+        write_section(BEGIN, END, [
+            "## On S3", "",
+            f"Produced by `make bench-s3` (e2e/bench/s3.py) on {stamp}: wharf (static release build, `storage.s3`)",
+            "and Distribution (`docker-registry` with its own s3 driver, otherwise the reference configuration)",
+            "on the same S3 server (versitygw, posix backend, on this machine's disk), side by side in one run",
+            "of `registry-bench`. Ratios are wharf / Distribution.", "", "```", results, "```"])
     if gc:
-        mib = lambda b: f"{b / 1048576:.1f} MiB"  # noqa: E731
-        (rp, op), (rs, os_), (rr, orss) = gc["push"], gc["gc"], gc["rss"]
-        lines += ["", f"Garbage collection on S3: {gc_bench.BLOBS} blobs and {gc_bench.MANIFESTS} manifests in "
-                  f"{gc_bench.REPOSITORIES} repositories pushed over HTTP to both, a quarter of the manifests deleted.",
-                  "Distribution: offline `garbage-collect` (server stopped); wharf: online `POST /admin/v1/gc`, grace 0.", "",
-                  "| measurement | Distribution | wharf | ratio |", "|---|---|---|---|",
-                  f"| populating over HTTP | {rp:.0f} s | {op:.0f} s | {rp / op:.1f}× |",
-                  f"| collection wall time | {rs:.1f} s | {os_:.1f} s | {rs / os_:.1f}× faster |",
-                  f"| collection peak RSS | {mib(rr)} | {mib(orss)} | {orss / rr:.2f}× |",
-                  f"| blobs before / after | {gc['before'][0]} / {gc['after'][0]} | {gc['before'][1]} / {gc['after'][1]} | |",
-                  "", f"wharf's report: {json.dumps(gc['report'])}."]
-    write_section(BEGIN, END, lines)
+        write_section(GC_BEGIN, GC_END, gc_lines(gc, stamp))
+
+
+def gc_lines(gc, stamp):
+    mib = lambda b: f"{b / 1048576:.1f} MiB"  # noqa: E731
+    (rp, op), (rs, os_), (rr, orss) = gc["push"], gc["gc"], gc["rss"]
+    return ["### Garbage collection on S3", "",
+            f"Produced by `make bench-s3` (e2e/bench/s3.py) on {stamp}, on the same S3 server: {gc_bench.BLOBS} blobs "
+            f"and {gc_bench.MANIFESTS} manifests in {gc_bench.REPOSITORIES} repositories pushed over HTTP to both, "
+            "a quarter of the manifests deleted.",
+            "Distribution: offline `garbage-collect` (server stopped); wharf: online `POST /admin/v1/gc`, grace 0.", "",
+            "| measurement | Distribution | wharf | ratio |", "|---|---|---|---|",
+            f"| populating over HTTP | {rp:.0f} s | {op:.0f} s | {rp / op:.1f}× |",
+            f"| collection wall time | {rs:.1f} s | {os_:.1f} s | {rs / os_:.1f}× faster |",
+            f"| collection peak RSS | {mib(rr)} | {mib(orss)} | {orss / rr:.2f}× |",
+            f"| blobs before / after | {gc['before'][0]} / {gc['after'][0]} | {gc['before'][1]} / {gc['after'][1]} | |",
+            "", f"wharf's report: {json.dumps(gc['report'])}."]
 
 
 if __name__ == "__main__":
