@@ -1,4 +1,5 @@
-"""S3 specifics: `redirect: true` hands blob downloads to the bucket with presigned URLs; bad S3
+"""S3 specifics: a small blob pushed whole is one write to its key, and one with the wrong digest
+stores nothing; `redirect: true` hands blob downloads to the bucket with presigned URLs; bad S3
 settings and an S3 server that goes away: the registry refuses to start with a message
 that says what is wrong (missing bucket, wrong keys, an endpoint that does not answer), and while
 running answers 503 with an OCI error body instead of hanging; when the server is back, everything
@@ -10,7 +11,7 @@ import subprocess
 import time
 import urllib.request
 
-from support.oci import OCI_MANIFEST, Client
+from support.oci import OCI_MANIFEST, Client, error_code, sha256
 from support.procs import free_port
 from support.s3 import BUCKET, S3Server
 
@@ -101,5 +102,44 @@ def test_redirect_hands_blob_downloads_to_the_bucket(wharf_bin, s3_server, tmp_p
         # Manifests and HEAD stay with the registry.
         assert c.request("HEAD", f"/v2/redirect/app/blobs/{digest}")[0] == 200
         assert c.request("GET", "/v2/redirect/app/manifests/v1", headers={"Accept": OCI_MANIFEST})[2] == manifest
+    finally:
+        registry.cleanup()
+
+
+def test_whole_blobs_are_one_write_and_a_wrong_digest_stores_nothing(wharf_bin, s3_server):
+    from support.registry import Registry
+
+    registry = Registry(wharf_bin, s3=s3_server).start()
+    stored = lambda part: [p for p in s3_server.objects_under(registry.s3_prefix) if p.startswith(part)]  # noqa: E731
+    try:
+        c = Client(registry.address, timeout=60)
+        small = os.urandom(4096)
+        wrong = sha256(b"other bytes")
+        octets = {"Content-Type": "application/octet-stream"}
+        status, _, body = c.request("POST", f"/v2/whole/app/blobs/uploads/?digest={wrong}", small, octets)
+        assert (status, error_code(body)) == (400, "DIGEST_INVALID"), (status, body)
+        status, headers, _ = c.request("POST", "/v2/whole/app/blobs/uploads/")
+        assert status == 202
+        location = headers["location"]
+        status, _, body = c.request("PUT", f"{location}?digest={wrong}", small, octets)
+        assert (status, error_code(body)) == (400, "DIGEST_INVALID"), (status, body)
+        assert c.request("GET", location)[0] == 404, "the failed upload is still open"
+        assert stored("blobs/") == [] and stored("uploads/") == [], s3_server.objects_under(registry.s3_prefix)
+
+        # Whole in the POST, whole in the PUT, and one beyond a single write (segment and copy).
+        pushed = []
+        for data, in_post in ((small, True), (os.urandom(5000), False), (os.urandom(9 << 20), False)):
+            digest = sha256(data)
+            if in_post:
+                status, headers, body = c.request("POST", f"/v2/whole/app/blobs/uploads/?digest={digest}", data, octets)
+            else:
+                location = c.request("POST", "/v2/whole/app/blobs/uploads/")[1]["location"]
+                status, headers, body = c.request("PUT", f"{location}?digest={digest}", data, octets)
+            assert status == 201 and headers["docker-content-digest"] == digest, (status, body)
+            status, _, read = c.request("GET", f"/v2/whole/app/blobs/{digest}")
+            assert status == 200 and read == data
+            pushed.append(f"blobs/sha256/{digest[7:9]}/{digest[7:]}")
+        assert stored("blobs/") == sorted(pushed)
+        assert stored("uploads/") == [], "a finished upload left its state or segments behind"
     finally:
         registry.cleanup()

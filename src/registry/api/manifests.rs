@@ -13,19 +13,21 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 
-async fn resolve<S: Store>(
+/// The manifest `reference` names in `repo`, with its digest.
+async fn lookup<S: Store>(
     registry: &Registry<S>,
     repo: &RepoName,
     reference: &Reference,
-) -> Result<Digest, RegistryError> {
-    match reference {
-        Reference::Digest(d) => Ok(d.clone()),
-        Reference::Tag(tag) => registry
+) -> Result<(Digest, StoredManifest), RegistryError> {
+    let found = match reference {
+        Reference::Digest(digest) => registry
             .store
-            .get_tag(repo, tag)
+            .get_manifest(repo, digest)
             .await?
-            .ok_or(RegistryError::ManifestUnknown),
-    }
+            .map(|stored| (digest.clone(), stored)),
+        Reference::Tag(tag) => registry.store.get_tagged_manifest(repo, tag).await?,
+    };
+    found.ok_or(RegistryError::ManifestUnknown)
 }
 
 pub async fn get<S: Store>(
@@ -34,12 +36,7 @@ pub async fn get<S: Store>(
     reference: &Reference,
     with_body: bool,
 ) -> Result<Response, RegistryError> {
-    let digest = resolve(registry, repo, reference).await?;
-    let stored = registry
-        .store
-        .get_manifest(repo, &digest)
-        .await?
-        .ok_or(RegistryError::ManifestUnknown)?;
+    let (digest, stored) = lookup(registry, repo, reference).await?;
     let len = stored.bytes.len();
     let mut response = Response::new(if with_body {
         registry.pulls.record(repo, &digest);
@@ -120,7 +117,10 @@ pub async fn put<S: Store>(
     }
     // Tags last: a tag only ever points at a manifest that is fully stored and indexed.
     for tag in &tags {
-        registry.store.set_tag(repo, tag, &digest).await?;
+        registry
+            .store
+            .set_tag(repo, tag, &digest, &parsed.media_type)
+            .await?;
     }
     shared_push.finish(registry.store.as_ref()).await;
     registry.metrics.bytes_received(bytes.len() as u64);

@@ -226,7 +226,7 @@ async fn handle<S: Store>(
             blobs::delete(registry, &repo, &digest).await
         }
         (Method::POST, Route::UploadStart(repo)) => {
-            uploads::start(registry, &repo, &query, body, &identity).await
+            uploads::start(registry, &repo, &query, &headers, body, &identity).await
         }
         (Method::GET, Route::Upload(repo, id)) => uploads::status(registry, &repo, &id).await,
         (Method::PATCH, Route::Upload(repo, id)) => {

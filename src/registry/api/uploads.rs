@@ -92,6 +92,7 @@ pub async fn start<S: Store>(
     registry: &Registry<S>,
     repo: &RepoName,
     query: &Query,
+    headers: &HeaderMap,
     body: Body,
     identity: &Identity,
 ) -> Result<Response, RegistryError> {
@@ -122,6 +123,11 @@ pub async fn start<S: Store>(
     }
     // Validate before creating anything, so a bad request leaves no upload behind.
     let monolithic = query.first("digest").map(parse_digest).transpose()?;
+    if let Some(digest) = &monolithic
+        && let Some(len) = whole_blob_len(registry, headers)
+    {
+        return store_whole(registry, repo, None, digest, len, body).await;
+    }
     let id = registry.store.create_upload(repo).await?;
     if let Some(digest) = monolithic {
         let hasher = match append(registry, repo, &id, 0, body, digest.algorithm().hasher()).await {
@@ -196,6 +202,12 @@ pub async fn finish<S: Store>(
         Ok(len) => len,
         Err(out_of_order) => return Ok(out_of_order),
     };
+    if len == 0
+        && let Some(body_len) = whole_blob_len(registry, headers)
+    {
+        registry.upload_hashes.take(id);
+        return store_whole(registry, repo, Some(id), &digest, body_len, body).await;
+    }
     let mut hasher = resume_hasher(registry, repo, id, len, digest.algorithm()).await?;
     if !is_empty_body(headers) {
         hasher = append(registry, repo, id, len, body, hasher).await?.1;
@@ -312,6 +324,61 @@ async fn rehash<S: Store>(
     Ok(hasher)
 }
 
+/// The bytes are not the blob the client named: the upload goes, and so does the request.
+async fn discard_mismatch<S: Store>(
+    registry: &Registry<S>,
+    repo: &RepoName,
+    id: Option<&str>,
+    expected: &Digest,
+    actual: &Digest,
+) -> RegistryError {
+    tracing::info!(repository = %repo, expected = %expected, actual = %actual, "upload digest mismatch; upload discarded");
+    if let Some(id) = id {
+        let _ = registry.store.cancel_upload(repo, id).await;
+    }
+    RegistryError::DigestMismatch
+}
+
+/// The body's declared length when the whole blob comes in this request and is small enough
+/// for the backend's one-write path.
+fn whole_blob_len<S: Store>(registry: &Registry<S>, headers: &HeaderMap) -> Option<u64> {
+    let len: u64 = header_str(headers, header::CONTENT_LENGTH)?
+        .trim()
+        .parse()
+        .ok()?;
+    (len > 0 && len <= registry.store.whole_blob_limit()).then_some(len)
+}
+
+/// A whole blob in one request: read into memory (it is small), hashed, verified, then
+/// written once. Nothing is stored when the digest does not match.
+async fn store_whole<S: Store>(
+    registry: &Registry<S>,
+    repo: &RepoName,
+    id: Option<&str>,
+    digest: &Digest,
+    len: u64,
+    body: Body,
+) -> Result<Response, RegistryError> {
+    let _in_flight = registry.metrics.upload_started();
+    let limit = usize::try_from(len).unwrap_or(usize::MAX);
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        RegistryError::BlobUploadInvalid(format!("the blob's body did not arrive whole: {e}"))
+    })?;
+    registry.metrics.bytes_received(bytes.len() as u64);
+    let actual = Digest::of(digest.algorithm(), &bytes);
+    if &actual != digest {
+        return Err(discard_mismatch(registry, repo, id, digest, &actual).await);
+    }
+    registry.gc.touch([digest]);
+    registry
+        .store
+        .commit_whole_blob(repo, id, digest, bytes)
+        .await
+        .map_err(upload_error)?;
+    tracing::debug!(repository = %repo, digest = %digest, "blob stored");
+    Ok(created(repo, digest))
+}
+
 async fn verify_and_commit<S: Store>(
     registry: &Registry<S>,
     repo: &RepoName,
@@ -328,9 +395,7 @@ async fn verify_and_commit<S: Store>(
     };
     let actual = hasher.finish();
     if &actual != digest {
-        tracing::info!(repository = %repo, expected = %digest, actual = %actual, "upload digest mismatch; upload discarded");
-        let _ = registry.store.cancel_upload(repo, id).await;
-        return Err(RegistryError::DigestMismatch);
+        return Err(discard_mismatch(registry, repo, Some(id), digest, &actual).await);
     }
     // The same blob may exist already, unreferenced and old: keep garbage collection off it.
     registry.gc.touch([digest]);

@@ -58,6 +58,7 @@ async fn image(
                 repo,
                 &crate::registry::names::Tag::parse(t).unwrap(),
                 &digest,
+                &stored.media_type,
             )
             .await
             .unwrap();

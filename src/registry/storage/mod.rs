@@ -107,17 +107,36 @@ pub trait Store: Documents + Inventory + Uploads + Send + Sync + 'static {
         digest: &Digest,
     ) -> impl Future<Output = StorageResult<bool>> + Send;
 
+    /// Points `tag` at the manifest `digest`, whose media type is `media_type`.
     fn set_tag(
         &self,
         repo: &RepoName,
         tag: &Tag,
         digest: &Digest,
+        media_type: &str,
     ) -> impl Future<Output = StorageResult<()>> + Send;
     fn get_tag(
         &self,
         repo: &RepoName,
         tag: &Tag,
     ) -> impl Future<Output = StorageResult<Option<Digest>>> + Send;
+    /// The manifest `tag` points at, with its digest. A backend that keeps the media type with
+    /// the tag answers from the tag and the manifest cache, without the revision link.
+    fn get_tagged_manifest(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> impl Future<Output = StorageResult<Option<(Digest, StoredManifest)>>> + Send {
+        async move {
+            let Some(digest) = self.get_tag(repo, tag).await? else {
+                return Ok(None);
+            };
+            Ok(self
+                .get_manifest(repo, &digest)
+                .await?
+                .map(|manifest| (digest, manifest)))
+        }
+    }
     fn delete_tag(
         &self,
         repo: &RepoName,
@@ -204,6 +223,32 @@ pub trait Uploads: Send + Sync + 'static {
         repo: &RepoName,
         id: &str,
     ) -> impl Future<Output = StorageResult<()>> + Send;
+    /// The largest blob worth taking whole, from memory, with `commit_whole_blob`; 0 when the
+    /// ordinary upload path costs the backend no more (a local rename).
+    fn whole_blob_limit(&self) -> u64 {
+        0
+    }
+    /// Stores `bytes`, already verified to be `digest`, as that blob, links it into `repo` and
+    /// ends the upload `id` (which has received nothing) if there is one. An object store does
+    /// this in one write instead of a segment, a state update and a copy.
+    fn commit_whole_blob(
+        &self,
+        repo: &RepoName,
+        id: Option<&str>,
+        digest: &Digest,
+        bytes: Bytes,
+    ) -> impl Future<Output = StorageResult<()>> + Send {
+        async move {
+            let id = match id {
+                Some(id) => id.to_owned(),
+                None => self.create_upload(repo).await?,
+            };
+            let body = futures_util::stream::iter([Ok(bytes)]);
+            self.append_upload(repo, &id, 0, body, digest.algorithm().hasher())
+                .await?;
+            self.commit_upload(repo, &id, digest).await
+        }
+    }
     /// Removes uploads untouched for longer than `max_age`; returns how many.
     fn purge_uploads(
         &self,

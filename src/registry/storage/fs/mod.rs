@@ -306,7 +306,13 @@ impl Store for FsStore {
             .is_some())
     }
 
-    async fn set_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> StorageResult<()> {
+    async fn set_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        _media_type: &str,
+    ) -> StorageResult<()> {
         let path = self.tags_dir(repo).join(tag.as_str());
         self.write_atomic(&path, digest.to_string().as_bytes())
             .await

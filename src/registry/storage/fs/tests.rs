@@ -4,6 +4,8 @@ use crate::registry::storage::Uploads;
 use futures_util::StreamExt;
 use std::time::Duration;
 
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
 fn repo(name: &str) -> RepoName {
     RepoName::parse(name).unwrap()
 }
@@ -42,7 +44,7 @@ async fn tag_lists_follow_writes_from_this_and_other_processes() {
         Some(Arc::new(vec![])),
         "a repository with a blob and no tags"
     );
-    a.set_tag(&r, &tag("v1"), &d).await.unwrap();
+    a.set_tag(&r, &tag("v1"), &d, OCI_MANIFEST).await.unwrap();
     assert_eq!(
         *a.list_tags(&r).await.unwrap().unwrap(),
         vec!["v1".to_string()]
@@ -59,7 +61,7 @@ async fn tag_lists_follow_writes_from_this_and_other_processes() {
             )
             .is_some()
     );
-    b.set_tag(&r, &tag("v2"), &d).await.unwrap();
+    b.set_tag(&r, &tag("v2"), &d, OCI_MANIFEST).await.unwrap();
     assert_eq!(
         *a.list_tags(&r).await.unwrap().unwrap(),
         vec!["v1".to_string(), "v2".to_string()]
@@ -80,7 +82,10 @@ async fn published_files_are_complete_the_moment_they_are_visible() {
     let r = repo("race");
     for i in 0..500u32 {
         let digest = Digest::of(Algorithm::Sha256, &i.to_le_bytes());
-        store.set_tag(&r, &tag("t"), &digest).await.unwrap();
+        store
+            .set_tag(&r, &tag("t"), &digest, OCI_MANIFEST)
+            .await
+            .unwrap();
         assert_eq!(store.get_tag(&r, &tag("t")).await.unwrap(), Some(digest));
         let id = store.create_upload(&r).await.unwrap();
         assert_eq!(store.upload_len(&r, &id).await.unwrap(), 0);

@@ -83,7 +83,7 @@ impl Inventory for S3Store {
                 let tags = self.repo_key(name, "_manifests/tags");
                 for meta in self.list_meta(&tags).await? {
                     if let Some(raw) = self.get_bytes(&meta.location).await?
-                        && let Ok(d) = String::from_utf8_lossy(&raw).trim().parse()
+                        && let Ok((d, _)) = Self::parse_tag_object(&raw, "tag")
                     {
                         tagged.push(d);
                     }

@@ -355,6 +355,17 @@ impl S3Store {
             .collect())
     }
 
+    async fn tag_target(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> StorageResult<Option<(Digest, Option<String>)>> {
+        match self.get_bytes(&self.tag_key(repo, tag.as_str())).await? {
+            None => Ok(None),
+            Some(raw) => Self::parse_tag_object(&raw, &format!("tag {tag} in {repo}")).map(Some),
+        }
+    }
+
     fn referrers_prefix(&self, repo: &RepoName, subject: &Digest) -> Path {
         self.repo_key(
             repo.as_str(),
@@ -469,11 +480,26 @@ impl S3Store {
         Ok(())
     }
 
-    fn parse_digest_text(raw: &[u8], what: &str) -> StorageResult<Digest> {
-        std::str::from_utf8(raw)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| StorageError::Corrupt(what.to_owned()))
+    /// A tag's object: the manifest's digest and, on a second line, its media type, so that a
+    /// GET by tag is answered without reading the revision link.
+    fn tag_object(digest: &Digest, media_type: &str) -> Bytes {
+        Bytes::from(format!("{digest}\n{media_type}").into_bytes())
+    }
+
+    /// The digest and media type a tag object holds (a bare digest has no media type).
+    pub(super) fn parse_tag_object(
+        raw: &[u8],
+        what: &str,
+    ) -> StorageResult<(Digest, Option<String>)> {
+        let corrupt = || StorageError::Corrupt(what.to_owned());
+        let text = std::str::from_utf8(raw).map_err(|_| corrupt())?;
+        let (digest, media_type) = match text.split_once('\n') {
+            Some((digest, media_type)) => (digest, Some(media_type.trim())),
+            None => (text, None),
+        };
+        let digest = digest.trim().parse().map_err(|_| corrupt())?;
+        let media_type = media_type.filter(|m| !m.is_empty()).map(str::to_owned);
+        Ok((digest, media_type))
     }
 }
 
@@ -604,7 +630,11 @@ impl Store for S3Store {
         for tag in self.tag_names(repo).await? {
             let key = self.tag_key(repo, &tag);
             if let Some(target) = self.get_bytes(&key).await?
-                && Self::parse_digest_text(&target, "tag").ok().as_ref() == Some(digest)
+                && Self::parse_tag_object(&target, "tag")
+                    .ok()
+                    .map(|(d, _)| d)
+                    .as_ref()
+                    == Some(digest)
             {
                 self.delete_if_present(&key).await?;
             }
@@ -612,19 +642,40 @@ impl Store for S3Store {
         self.delete_if_present(&link).await
     }
 
-    async fn set_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> StorageResult<()> {
+    async fn set_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        media_type: &str,
+    ) -> StorageResult<()> {
         self.put_bytes(
             &self.tag_key(repo, tag.as_str()),
-            Bytes::from(digest.to_string().into_bytes()),
+            Self::tag_object(digest, media_type),
         )
         .await
     }
 
     async fn get_tag(&self, repo: &RepoName, tag: &Tag) -> StorageResult<Option<Digest>> {
-        match self.get_bytes(&self.tag_key(repo, tag.as_str())).await? {
-            None => Ok(None),
-            Some(raw) => Self::parse_digest_text(&raw, &format!("tag {tag} in {repo}")).map(Some),
-        }
+        Ok(self.tag_target(repo, tag).await?.map(|(digest, _)| digest))
+    }
+
+    async fn get_tagged_manifest(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> StorageResult<Option<(Digest, StoredManifest)>> {
+        let Some((digest, media_type)) = self.tag_target(repo, tag).await? else {
+            return Ok(None);
+        };
+        // A tag is removed before the manifest it points at, and collection never removes a
+        // tagged manifest: a tag that is there vouches for the revision link.
+        let cached = media_type.and_then(|m| Some((self.manifest_cache.get(&digest)?, m)));
+        let manifest = match cached {
+            Some((bytes, media_type)) => Some(StoredManifest { bytes, media_type }),
+            None => self.get_manifest(repo, &digest).await?,
+        };
+        Ok(manifest.map(|m| (digest, m)))
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StorageResult<bool> {
@@ -699,7 +750,23 @@ impl Store for S3Store {
 
 #[cfg(test)]
 mod tests {
-    use super::explain;
+    use super::{S3Store, explain};
+    use crate::registry::digest::{Algorithm, Digest};
+
+    #[test]
+    fn tag_objects_carry_the_media_type_and_old_ones_still_read() {
+        let digest = Digest::of(Algorithm::Sha256, b"manifest");
+        let media_type = "application/vnd.oci.image.index.v1+json";
+        let object = S3Store::tag_object(&digest, media_type);
+        let (read, kept) = S3Store::parse_tag_object(&object, "tag").unwrap();
+        assert_eq!((read, kept.as_deref()), (digest.clone(), Some(media_type)));
+        // A bare digest (what a tag held before the media type joined it) has none.
+        let bare = digest.to_string();
+        let (read, kept) = S3Store::parse_tag_object(bare.as_bytes(), "tag").unwrap();
+        assert_eq!((read, kept), (digest, None));
+        assert!(S3Store::parse_tag_object(b"sha256:nothex\nx", "tag").is_err());
+        assert!(S3Store::parse_tag_object(&[0xff, 0xfe], "tag").is_err());
+    }
 
     #[test]
     fn failures_are_explained_without_the_echoed_request() {

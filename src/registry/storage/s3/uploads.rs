@@ -393,6 +393,34 @@ impl Uploads for S3Store {
         let (state, _) = self.upload_state(repo, id).await?;
         self.remove_upload(id, &state).await
     }
+    /// One body up to a part's size is buffered by `write_segment` anyway: this writes it
+    /// straight to its blob key (two requests with the link, instead of about eight).
+    fn whole_blob_limit(&self) -> u64 {
+        PART_SIZE as u64
+    }
+    async fn commit_whole_blob(
+        &self,
+        repo: &RepoName,
+        id: Option<&str>,
+        digest: &Digest,
+        bytes: Bytes,
+    ) -> StorageResult<()> {
+        // Written even when the blob exists: the fresh object keeps a collection on another
+        // replica off it, as a committed upload's copy does.
+        self.put_bytes(&self.blob_key(digest), bytes).await?;
+        self.link_blob(repo, digest).await?;
+        if let Some(id) = id {
+            // The caller saw the upload empty, so only its state is there. A PATCH racing this
+            // one leaves a segment without state, which the purge of old uploads removes.
+            valid_upload_id(id)?;
+            let state_key = self.upload_key(id, "state");
+            match self.client.delete(&state_key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(storage_error("delete", &state_key, e)),
+            }
+        }
+        Ok(())
+    }
     /// Removes every upload whose newest object is older than `max_age`, including the
     /// segments a crash left without their state.
     async fn purge_uploads(&self, max_age: Duration) -> StorageResult<usize> {
