@@ -5,6 +5,7 @@ Afterwards every image whose push completed pulls bit-identical, and a final run
 the blobs some manifest references. On the filesystem and on S3."""
 
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -91,8 +92,10 @@ def test_gc_while_pushing_and_pulling_loses_nothing_and_leaves_only_referenced_b
 
         def pusher(n):
             c = Client(registry.address, ADMIN, PASSWORD, timeout=60)
-            for i in range(IMAGES_PER_PUSHER):
-                if time.monotonic() > deadline:
+            # At least IMAGES_PER_PUSHER each, and on until collections have overlapped the
+            # pushes three times: on a loaded machine one run takes longer than the pushes.
+            for i in itertools.count():
+                if time.monotonic() > deadline or (i >= IMAGES_PER_PUSHER and len(runs) >= 3):
                     break
                 repo, tag = f"team-{n % 3}/app-{n}", f"v{i}"
                 _, blobs = push_image(c, repo, tag, shared[i % len(shared)])
@@ -141,7 +144,7 @@ def test_gc_while_pushing_and_pulling_loses_nothing_and_leaves_only_referenced_b
         for t in background:
             t.join(120)
         assert not errors, errors
-        assert len(completed) == PUSHERS * IMAGES_PER_PUSHER, f"only {len(completed)} pushes completed in time"
+        assert len(completed) >= PUSHERS * IMAGES_PER_PUSHER, f"only {len(completed)} pushes completed in time"
         assert len(runs) >= 3, f"GC ran only {len(runs)} times during the pushes"
         assert sum(r["blobsDeleted"] for r in runs) > 0, "GC never deleted anything while running alongside pushes"
         print(f"\n{len(completed)} images pushed while GC ran {len(runs)} times, "

@@ -5,6 +5,7 @@ garbage collection on one replica while clients push through the other, and one 
 SIGKILLed while clients go on."""
 
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -205,6 +206,15 @@ def test_gc_on_one_replica_while_clients_push_through_the_other(replicas):
                 c.push_blob(f"ha-gc/scratch-{n}", data)
                 with lock:
                     orphans.add(sha256(data))
+        # Plain pushes on until the other replica has collected twice: on a loaded machine one
+        # run can outlast the rounds above.
+        for i in itertools.count(10):
+            if len(runs) >= 2 or time.monotonic() > deadline:
+                break
+            repo, tag = f"ha-gc/app-{n}", f"v{i}"
+            _, blobs = push_image(c, repo, tag, shared[i % len(shared)])
+            with lock:
+                completed.append((repo, tag, blobs))
         c.close()
 
     def adopt(c, repo, tag, layer):
@@ -252,7 +262,7 @@ def test_gc_on_one_replica_while_clients_push_through_the_other(replicas):
     stop.set()
     gc_thread.join(120)
     assert not errors, errors
-    assert len(completed) == 80, f"only {len(completed)} pushes completed"
+    assert len(completed) >= 80, f"only {len(completed)} pushes completed"
     print(f"\n{len(completed)} pushes through one replica while the other collected {len(runs)} times; "
           f"{len(adopted_again)} adoptions found their layer collected and uploaded it again")
     assert len(runs) >= 2 and sum(r["blobsDeleted"] for r in runs) > 0, runs
