@@ -14,6 +14,7 @@ pub mod duration;
 pub mod jobs;
 pub mod logging;
 pub mod node;
+pub mod oci_client;
 pub mod operator;
 pub mod prometheus;
 pub mod registry;
