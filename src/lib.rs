@@ -18,4 +18,5 @@ pub mod oci_client;
 pub mod operator;
 pub mod prometheus;
 pub mod registry;
+pub mod replication;
 pub mod retention;

@@ -21,6 +21,9 @@ enum Command {
     Gc(wharf::jobs::gc::GcArgs),
     /// Run a retention policy once against a wharf registry (a Job's command).
     Retention(wharf::jobs::retention::RetentionArgs),
+    /// Copy the images a replication policy selects from one registry to another, digest for
+    /// digest (a Job's command, also run by hand).
+    Replicate(wharf::jobs::replicate::ReplicateArgs),
     /// Keep containerd's registry host configuration on this node (a Registry's nodeAccess
     /// DaemonSet).
     NodeConfig(wharf::node::NodeConfigArgs),
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Operator(args) => run_async(wharf::operator::run(args)),
         Command::Gc(args) => run_async(wharf::jobs::gc::run(args)),
         Command::Retention(args) => run_async(wharf::jobs::retention::run(args)),
+        Command::Replicate(args) => run_async(wharf::jobs::replicate::run(args)),
         Command::NodeConfig(args) => run_async(wharf::node::run(args)),
         Command::Crdgen { out } => crdgen(out),
     };

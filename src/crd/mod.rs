@@ -4,6 +4,7 @@
 pub mod common;
 pub mod image_pull_credential;
 pub mod registry;
+pub mod replication_policy;
 pub mod retention_policy;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -20,6 +21,10 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         (
             "retentionpolicy.yaml",
             retention_policy::RetentionPolicy::crd(),
+        ),
+        (
+            "replicationpolicy.yaml",
+            replication_policy::ReplicationPolicy::crd(),
         ),
     ]
 }

@@ -3,6 +3,7 @@
 //! termination message, which the operator copies into status.
 
 pub mod gc;
+pub mod replicate;
 pub mod retention;
 
 use crate::admin_client::{AdminClient, AdminClientError};
