@@ -6,40 +6,23 @@ instead of taking the kept tag with it (Distribution cannot delete a tag alone).
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 
+from support.distribution import Distribution
 from support.oci import OCI_MANIFEST, Client
-from support.procs import free_port, wait_http
 
 REPO = "team/app"
-
-CONFIG = """version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage:
-  filesystem: {rootdirectory: %s}
-  delete: {enabled: true}
-  maintenance: {uploadpurging: {enabled: false}}
-http: {addr: "127.0.0.1:%d", secret: wharf-e2e}
-"""
 
 
 @pytest.fixture
 def distribution(tmp_path):
-    if shutil.which("docker-registry") is None:
-        pytest.fail("docker-registry is missing: run `make deps` (Debian package docker-registry)")
-    port = free_port()
-    (tmp_path / "config.yml").write_text(CONFIG % (tmp_path / "storage", port))
-    proc = subprocess.Popen(["docker-registry", "serve", str(tmp_path / "config.yml")],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "registry.log", "wb"))
+    registry = Distribution(tmp_path).start()
     try:
-        wait_http(f"http://127.0.0.1:{port}/v2/", timeout=20)
-        yield f"127.0.0.1:{port}"
+        yield registry.address
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        registry.stop()
 
 
 def run_retention(wharf_bin, address, policy, tmp_path, dry_run=None):

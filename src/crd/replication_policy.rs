@@ -266,7 +266,7 @@ pub struct ReplicationRun {
     /// Referrers (signatures, SBOMs) copied with their subjects.
     #[serde(default)]
     pub referrers_copied: i64,
-    /// Blob bodies sent to the destination.
+    /// Blob bodies sent to the destination (in a dry run, that would be).
     #[serde(default)]
     pub blobs_copied: i64,
     /// Blobs the destination took by cross-repository mount, without a body.
@@ -275,6 +275,7 @@ pub struct ReplicationRun {
     /// Blobs the destination already had.
     #[serde(default)]
     pub blobs_present: i64,
+    /// Bytes of the blob bodies sent (in a dry run, that would be).
     #[serde(default)]
     pub bytes_transferred: i64,
     #[serde(default)]

@@ -90,11 +90,10 @@ impl Auth {
             .starts_with("basic")
             && self.credentials.is_some()
         {
-            let mut state = self.state();
-            if state.basic {
-                return Ok(false);
-            }
-            state.basic = true;
+            // Even when another request already learnt it: this one may have gone out before,
+            // without credentials. The caller answers one challenge per request, so a refusal
+            // of the credentials themselves still ends there.
+            self.state().basic = true;
             return Ok(true);
         }
         Ok(false)

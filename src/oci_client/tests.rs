@@ -48,3 +48,29 @@ fn endpoints_must_be_http_urls_with_a_host() {
         "http://127.0.0.1:5000/v2/a/tags/list?n=2"
     );
 }
+
+#[tokio::test]
+async fn every_request_refused_before_basic_was_learnt_is_sent_again() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let credentials = Credentials {
+        username: "u".into(),
+        password: "p".into(),
+    };
+    let auth = auth::Auth::new(reqwest::Client::new(), Some(credentials));
+    // Two requests went out at once without credentials; both are answered with Basic.
+    for _ in 0..2 {
+        assert!(
+            auth.answer(Some("Basic realm=\"r\""), "repository:a:pull", "h")
+                .await
+                .unwrap()
+        );
+    }
+    let anonymous = auth::Auth::new(reqwest::Client::new(), None);
+    assert!(
+        !anonymous
+            .answer(Some("Basic realm=\"r\""), "repository:a:pull", "h")
+            .await
+            .unwrap(),
+        "without credentials there is nothing to send"
+    );
+}
