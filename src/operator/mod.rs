@@ -3,6 +3,7 @@
 //! - `registry/`: the Registry controller
 //! - `pullcredential/`: the ImagePullCredential controller and its Pod webhook
 //! - `retention/`: the RetentionPolicy controller
+//! - `robots.rs`: robot accounts minted on wharf Registries for Jobs; `finalizers.rs`
 //! - `apply.rs`: server-side apply that writes only on a difference
 //! - `conditions.rs`: kstatus conditions; `events.rs`: Kubernetes Events
 //! - `leader.rs`: Lease-based leader election
@@ -12,6 +13,7 @@
 pub mod apply;
 pub mod conditions;
 pub mod events;
+pub mod finalizers;
 pub mod http;
 pub mod job_results;
 pub mod leader;
@@ -20,6 +22,7 @@ pub mod ownership;
 pub mod pullcredential;
 pub mod registry;
 pub mod retention;
+pub mod robots;
 
 use crate::crd::image_pull_credential::ImagePullCredential;
 use crate::crd::registry::Registry;

@@ -14,7 +14,7 @@ use crate::crd::retention_policy::{
 };
 use crate::jobs::retention::{Api as RegistryApi, parse_policy};
 use crate::operator::apply::{ApplyError, FIELD_MANAGER, apply, prune};
-use crate::operator::job_results;
+use crate::operator::{finalizers, job_results};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -127,10 +127,9 @@ pub async fn reconcile(
             .get_opt(&names.credential())
             .await
             .map_err(api_error("read the run credential"))?;
-        let plan = credential::plan(live.as_ref(), &policy, registry);
-        match credential::carry_out(plan, &ctx.client, &policy, &owner, registry, live.as_ref())
-            .await
-        {
+        let grant = credential::grant(&policy, &owner);
+        let plan = credential::plan(live.as_ref(), &grant, registry);
+        match credential::carry_out(plan, &ctx.client, &grant, registry, live.as_ref()).await {
             Ok(Some(secret)) => {
                 apply(&secrets, &secret, None).await?;
             }
@@ -361,28 +360,11 @@ async fn write_status(
 }
 
 async fn ensure_finalizer(policy: &RetentionPolicy, ctx: &Context) -> Result<(), ReconcileError> {
-    if policy.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(());
-    }
     let api: Api<RetentionPolicy> =
         Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
-    // Guarded by resourceVersion: a concurrent edit of the finalizers is never overwritten.
-    let patch = serde_json::json!([
-        {"op": "test", "path": "/metadata/resourceVersion", "value": policy.resource_version()},
-        match policy.meta().finalizers {
-            Some(_) => serde_json::json!({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}),
-            None => serde_json::json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}),
-        },
-    ]);
-    let patch: json_patch::Patch = serde_json::from_value(patch).expect("a well-formed JSON patch");
-    api.patch(
-        &policy.name_any(),
-        &PatchParams::default(),
-        &Patch::<()>::Json(patch),
-    )
-    .await
-    .map_err(api_error("add the cleanup finalizer"))?;
-    Ok(())
+    finalizers::ensure(&api, policy, FINALIZER)
+        .await
+        .map_err(api_error("add the cleanup finalizer"))
 }
 
 /// Revokes the robot (what the Secret owned by the policy cannot take with it), then lets the
@@ -392,11 +374,17 @@ async fn cleanup(
     registry: Option<&Registry>,
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
-    let Some(index) = policy.finalizers().iter().position(|f| f == FINALIZER) else {
+    if !policy.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
-    };
+    }
+    let (name, namespace) = (policy.name_any(), policy.namespace().unwrap_or_default());
+    let robot = PolicyNames {
+        policy: &name,
+        namespace: &namespace,
+    }
+    .robot();
     if let Some(registry) = registry
-        && let Err(e) = credential::revoke(&ctx.client, policy, registry).await
+        && let Err(e) = credential::revoke(&ctx.client, &robot, registry).await
     {
         let waited = policy
             .meta()
@@ -419,23 +407,10 @@ async fn cleanup(
     }
     let api: Api<RetentionPolicy> =
         Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
-    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
-        {"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER},
-        {"op": "remove", "path": format!("/metadata/finalizers/{index}")},
-    ]))
-    .expect("a well-formed JSON patch");
-    match api
-        .patch(
-            &policy.name_any(),
-            &PatchParams::default(),
-            &Patch::<()>::Json(patch),
-        )
+    finalizers::remove(&api, policy, FINALIZER)
         .await
-    {
-        Ok(_) => Ok(Action::await_change()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
-        Err(e) => Err(api_error("remove the cleanup finalizer")(e)),
-    }
+        .map_err(api_error("remove the cleanup finalizer"))?;
+    Ok(Action::await_change())
 }
 
 async fn publish(
