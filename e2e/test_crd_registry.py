@@ -33,7 +33,8 @@ def registry_crd(cluster):
     # Every wharf CRD, so that the `wharf` category resolves to kinds that exist.
     cluster.kubectl("apply", "--server-side", "--field-manager=wharf-e2e", "-k", CRDS)
     cluster.kubectl("wait", "--for=condition=Established", "crd/registries.wharf.dev",
-                    "crd/imagepullcredentials.wharf.dev", "crd/retentionpolicies.wharf.dev", "--timeout=60s")
+                    "crd/imagepullcredentials.wharf.dev", "crd/retentionpolicies.wharf.dev",
+                    "crd/replicationpolicies.wharf.dev", "--timeout=60s")
     yield
     # No controller runs here: leave the cluster as it was.
     cluster.kubectl("delete", "-k", CRDS, "--ignore-not-found", "--wait=false", check=False)
@@ -146,3 +147,53 @@ def test_retention_policy_explain_short_name_and_columns(cluster, namespace, reg
     assert header[:5] == ["NAME", "READY", "SCHEDULE", "DRY", "RUN"], listed
     assert "CANDIDATES" in header and "DELETED" in header, listed
     assert "shown" in listed and "0 4 * * *" in listed, listed
+
+
+def replication_policy(spec, name="p"):
+    return json.dumps({"apiVersion": "wharf.dev/v1alpha1", "kind": "ReplicationPolicy", "metadata": {"name": name}, "spec": spec})
+
+
+REPLICATION = {"source": {"endpoint": ENDPOINT}, "destination": {"registryRef": REGISTRY_REF, "repositoryPrefix": "mirror/"},
+               "rules": [{"repositories": ["library/alpine", "team/**"], "excludeRepositories": ["team/tmp-*"],
+                          "tags": {"include": ["3.*"], "exclude": ["*-rc*"], "regex": "^3[.]", "semver": ">=3.18 <4", "newest": 5},
+                          "platforms": ["linux/amd64", "linux/arm/v7"], "referrers": True}],
+               "trigger": {"schedule": "*/30 * * * *", "timeZone": "Europe/Berlin", "suspend": False},
+               "options": {"overwrite": False, "replicateDeletion": True, "concurrency": 8, "dryRun": False, "bandwidthLimit": "50Mi"},
+               "history": {"successful": 2, "failed": 2}}
+INVALID_REPLICATIONS = [
+    ({**REPLICATION, "source": {}}, "choose exactly one of registryRef"),
+    ({**REPLICATION, "destination": {"registryRef": REGISTRY_REF, "endpoint": ENDPOINT}}, "choose exactly one of registryRef"),
+    ({**REPLICATION, "trigger": {"onPush": True}}, "trigger.onPush needs source.registryRef"),
+    ({**REPLICATION, "source": {"endpoint": {"url": "https://r.example.org/v2/"}}}, "without a path"),
+    ({**REPLICATION, "destination": {"registryRef": REGISTRY_REF, "repositoryPrefix": "mirror"}}, "each followed by '/'"),
+    ({**REPLICATION, "rules": [{"repositories": []}]}, "at least one repository glob"),
+    ({**REPLICATION, "rules": [{"repositories": ["Team/*"]}]}, "lowercase repository-name characters"),
+    ({**REPLICATION, "rules": [{"repositories": ["**"], "platforms": ["linux"]}]}, "os/architecture[/variant]"),
+    ({**REPLICATION, "rules": [{"repositories": ["**"], "tags": {"newest": 0}}]}, "newest is at least 1"),
+    ({**REPLICATION, "trigger": {"timeZone": "UTC"}}, "timeZone only applies with a schedule"),
+    ({**REPLICATION, "trigger": {"schedule": "every night"}}, "cron expression with 5 fields"),
+    ({**REPLICATION, "options": {"bandwidthLimit": "100Mbit"}}, "bytes per second"),
+]
+
+
+def test_replication_policy_sample_and_full_spec_are_accepted(cluster, namespace, registry_crd):
+    cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", os.path.join(SAMPLES, "replicationpolicy.yaml"))
+    on_push = {"source": {"registryRef": {"name": "ci"}}, "destination": {"endpoint": {**ENDPOINT, "insecure": True}},
+               "rules": [{"repositories": ["**"]}], "trigger": {"onPush": True}}
+    for spec in [REPLICATION, on_push]:
+        accepted(cluster, namespace, replication_policy(spec))
+
+
+@pytest.mark.parametrize("spec,message", INVALID_REPLICATIONS, ids=[m for _, m in INVALID_REPLICATIONS])
+def test_invalid_replication_policies_are_rejected_with_the_rule_message(cluster, namespace, registry_crd, spec, message):
+    assert_rejected(cluster, namespace, replication_policy(spec), message)
+
+
+def test_replication_policy_name_short_name_and_columns(cluster, namespace, registry_crd):
+    assert_rejected(cluster, namespace, replication_policy(REPLICATION, name="a" + "x" * 42), "at most 42 characters")
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=replication_policy(REPLICATION, "shown"))
+    listed = cluster.kubectl("get", "repl", "-n", namespace).stdout
+    header = listed.splitlines()[0].split()
+    assert header[:3] == ["NAME", "READY", "SCHEDULE"] and "COPIED" in header and "FAILED" in header, listed
+    assert "shown" in listed and "*/30 * * * *" in listed, listed
+    assert "shown" in cluster.kubectl("get", "wharf", "-n", namespace).stdout, "category wharf"

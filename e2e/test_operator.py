@@ -241,12 +241,17 @@ def test_server_side_apply_of_the_samples_is_stable_for_gitops(cluster, operator
     assert again["generation"] == version["generation"], "a second apply must not change the spec"
     diff = cluster.kubectl("diff", "--server-side", "-n", namespace, "-k", samples, check=False)
     assert diff.returncode == 0 and diff.stdout == "", diff.stdout + diff.stderr
-    policy = cluster.get("retentionpolicy", "ci-cleanup", namespace)
-    assert policy["metadata"]["generation"] == 1, "a second apply must not change the policy"
+    for kind, name in [("retentionpolicy", "ci-cleanup"), ("replicationpolicy", "promote-releases")]:
+        policy = cluster.get(kind, name, namespace)
+        assert policy["metadata"]["generation"] == 1, f"a second apply must not change the {kind}"
+    cluster.wait_until("the sample ReplicationPolicy Ready", lambda: any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in (cluster.get("replicationpolicy", "promote-releases", namespace).get("status") or {}).get("conditions", [])), timeout=120)
     # The sample ImagePullCredential is cluster-scoped: it does not go with the namespace. The
     # sample policy goes now, while the operator is there to revoke its robot.
     cluster.kubectl("delete", "imagepullcredential", "team-a", "--wait=true", "--timeout=60s", check=False)
     cluster.kubectl("delete", "retentionpolicy", "ci-cleanup", "-n", namespace, "--wait=true", "--timeout=60s")
+    cluster.kubectl("delete", "replicationpolicy", "promote-releases", "-n", namespace, "--wait=true", "--timeout=60s")
 
 
 def test_deleting_a_registry_removes_what_it_created_and_honours_the_volume_policy(cluster, operator, namespace):

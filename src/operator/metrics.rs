@@ -6,7 +6,7 @@ use crate::prometheus::{Histogram, header};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Default)]
@@ -17,6 +17,10 @@ pub struct Metrics {
     api_requests: Mutex<BTreeMap<&'static str, u64>>,
     objects_written: Mutex<BTreeMap<&'static str, u64>>,
     leader: AtomicBool,
+    replication_runs: Mutex<BTreeMap<&'static str, u64>>,
+    replication_tags: Mutex<BTreeMap<&'static str, u64>>,
+    replication_bytes: AtomicU64,
+    push_events: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -69,6 +73,32 @@ impl Metrics {
 
     pub fn objects_written(&self, controller: &'static str, n: usize) {
         *lock(&self.objects_written).entry(controller).or_default() += n as u64;
+    }
+
+    /// A finished replication run, counted once when its result reaches status.
+    pub fn replication_run(&self, run: &crate::crd::replication_policy::ReplicationRun) {
+        let outcome = if run.succeeded { "succeeded" } else { "failed" };
+        *lock(&self.replication_runs).entry(outcome).or_default() += 1;
+        let mut tags = lock(&self.replication_tags);
+        for (outcome, n) in [
+            ("copied", run.copied),
+            ("skipped", run.skipped),
+            ("conflict", run.conflicts),
+            ("deleted", run.deleted),
+            ("failed", run.failed),
+        ] {
+            *tags.entry(outcome).or_default() += n.max(0) as u64;
+        }
+        if !run.dry_run {
+            self.replication_bytes
+                .fetch_add(run.bytes_transferred.max(0) as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// A push event from a Registry: `started` a run, `ignored` (no policy wants it),
+    /// `rejected` (bad token or body) or `failed` (the Job could not be created).
+    pub fn push_event(&self, result: &'static str) {
+        *lock(&self.push_events).entry(result).or_default() += 1;
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -149,6 +179,53 @@ impl Metrics {
             "1 while this replica holds the leader lease.",
         );
         let _ = writeln!(out, "wharf_operator_leader {}", u8::from(self.is_leader()));
+        header(
+            &mut out,
+            "wharf_operator_replication_runs_total",
+            "counter",
+            "Finished replication runs by outcome.",
+        );
+        for (outcome, n) in lock(&self.replication_runs).iter() {
+            let _ = writeln!(
+                out,
+                "wharf_operator_replication_runs_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "wharf_operator_replication_tags_total",
+            "counter",
+            "Tags of finished replication runs by outcome.",
+        );
+        for (outcome, n) in lock(&self.replication_tags).iter() {
+            let _ = writeln!(
+                out,
+                "wharf_operator_replication_tags_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "wharf_operator_replication_bytes_total",
+            "counter",
+            "Blob bytes finished replication runs sent.",
+        );
+        let _ = writeln!(
+            out,
+            "wharf_operator_replication_bytes_total {}",
+            self.replication_bytes.load(Ordering::Relaxed)
+        );
+        header(
+            &mut out,
+            "wharf_operator_push_events_total",
+            "counter",
+            "Push events from Registries by result.",
+        );
+        for (result, n) in lock(&self.push_events).iter() {
+            let _ = writeln!(
+                out,
+                "wharf_operator_push_events_total{{result=\"{result}\"}} {n}"
+            );
+        }
         let (resident, peak) = memory();
         header(
             &mut out,

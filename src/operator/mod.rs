@@ -3,6 +3,7 @@
 //! - `registry/`: the Registry controller
 //! - `pullcredential/`: the ImagePullCredential controller and its Pod webhook
 //! - `retention/`: the RetentionPolicy controller
+//! - `replication/`: the ReplicationPolicy controller and the push events endpoint
 //! - `robots.rs`: robot accounts minted on wharf Registries for Jobs; `finalizers.rs`
 //! - `apply.rs`: server-side apply that writes only on a difference
 //! - `conditions.rs`: kstatus conditions; `events.rs`: Kubernetes Events
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod ownership;
 pub mod pullcredential;
 pub mod registry;
+pub mod replication;
 pub mod retention;
 pub mod robots;
 
@@ -74,6 +76,24 @@ pub struct OperatorArgs {
     /// `json` (default) or `text`.
     #[arg(long, env = "WHARF_LOG_FORMAT", default_value = "json")]
     pub log_format: String,
+    /// Address of the push events endpoint Registries report to (every replica serves it).
+    #[arg(long, env = "WHARF_EVENTS_LISTEN", default_value = "0.0.0.0:8081")]
+    pub events_listen: String,
+    /// The URL registry pods reach that endpoint at [default:
+    /// http://wharf-events.<namespace>.svc:8081]; `none` turns push events off.
+    #[arg(long, env = "WHARF_EVENTS_URL")]
+    pub events_url: Option<String>,
+}
+
+impl OperatorArgs {
+    /// Where Registries send push events, unless they are off.
+    pub fn events_url(&self) -> Option<String> {
+        match self.events_url.as_deref() {
+            Some("none") => None,
+            Some(url) => Some(url.trim_end_matches('/').to_owned()),
+            None => Some(format!("http://wharf-events.{}.svc:8081", self.namespace)),
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -156,6 +176,13 @@ async fn check_crds(client: &Client) -> Result<(), OperatorError> {
         .list_metadata(&probe)
         .await
         .map_err(missing("RetentionPolicy", "retentionpolicies.wharf.dev"))?;
+    Api::<crate::crd::replication_policy::ReplicationPolicy>::all(client.clone())
+        .list_metadata(&probe)
+        .await
+        .map_err(missing(
+            "ReplicationPolicy",
+            "replicationpolicies.wharf.dev",
+        ))?;
     Ok(())
 }
 
@@ -202,6 +229,31 @@ pub async fn run(args: OperatorArgs) -> Result<(), OperatorError> {
             },
         ))
     });
+
+    // Every replica takes push events too: the Job a push starts is named after the push, so
+    // whichever replica hears of it first starts it, once.
+    let events_listen: SocketAddr = crate::registry::config::parse_listen(&args.events_listen)
+        .map_err(|_| OperatorError::Listen(args.events_listen.clone()))?;
+    let events_listener = tokio::net::TcpListener::bind(events_listen)
+        .await
+        .map_err(|source| OperatorError::Bind {
+            addr: events_listen,
+            source,
+        })?;
+    let events = {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(replication::push_events::serve(
+            events_listener,
+            Arc::new(replication::push_events::Receiver {
+                client: client.clone(),
+                metrics: metrics.clone(),
+                default_image: args.registry_image.clone(),
+            }),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ))
+    };
 
     // Unique per process, not per pod: a container the kubelet restarts in the same pod must
     // not inherit the lease its killed predecessor held (it would skip the wait and split-brain
@@ -259,6 +311,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), OperatorError> {
         recorder.clone(),
         metrics.clone(),
         args.registry_image.clone(),
+        args.events_url(),
         stopped(shutdown_rx.clone()),
     ));
     let credentials = tokio::spawn(pullcredential::run(
@@ -269,6 +322,13 @@ pub async fn run(args: OperatorArgs) -> Result<(), OperatorError> {
         stopped(shutdown_rx.clone()),
     ));
     let retention = tokio::spawn(retention::run(
+        client.clone(),
+        recorder.clone(),
+        metrics.clone(),
+        args.registry_image.clone(),
+        stopped(shutdown_rx.clone()),
+    ));
+    let replication = tokio::spawn(replication::run(
         client.clone(),
         recorder,
         metrics.clone(),
@@ -292,6 +352,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), OperatorError> {
         let _ = registries.await;
         let _ = credentials.await;
         let _ = retention.await;
+        let _ = replication.await;
     })
     .await;
     metrics.set_leader(false);
@@ -305,6 +366,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), OperatorError> {
     if let Some(webhook) = webhook {
         let _ = tokio::time::timeout(Duration::from_secs(5), webhook).await;
     }
+    let _ = tokio::time::timeout(Duration::from_secs(5), events).await;
     tracing::info!("operator stopped");
     outcome
 }

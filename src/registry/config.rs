@@ -2,6 +2,7 @@
 //! variables, over defaults that make `wharf registry --storage ./data` a working registry.
 
 use super::auth::{AccessRule, TokenSettings};
+use super::notify::NotificationEndpoint;
 use super::storage::s3::S3Config;
 use crate::duration;
 use clap::Args;
@@ -80,6 +81,32 @@ struct FileConfig {
     tls: Option<FileTls>,
     #[serde(default)]
     log: FileLog,
+    #[serde(default)]
+    notifications: FileNotifications,
+}
+
+/// `notifications.endpoints`: where push events go.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileNotifications {
+    #[serde(default)]
+    endpoints: Vec<FileNotificationEndpoint>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileNotificationEndpoint {
+    name: String,
+    url: String,
+    /// A file holding the bearer token (a mounted Secret); read at each delivery.
+    token_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    #[serde(default, with = "duration::serde_opt")]
+    timeout: Option<Duration>,
+    max_attempts: Option<u32>,
+    queue_size: Option<usize>,
+    #[serde(default, with = "duration::serde_opt")]
+    backoff: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,6 +243,7 @@ pub struct Config {
     pub token: Option<TokenSettings>,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub log_json: bool,
+    pub notifications: Vec<NotificationEndpoint>,
 }
 
 pub fn parse_listen(s: &str) -> Result<SocketAddr, ConfigError> {
@@ -334,6 +362,21 @@ impl Config {
             token,
             tls,
             log_json: log_format != "text",
+            notifications: file
+                .notifications
+                .endpoints
+                .into_iter()
+                .map(|e| NotificationEndpoint {
+                    name: e.name,
+                    url: e.url,
+                    token_file: e.token_file,
+                    ca_file: e.ca_file,
+                    timeout: e.timeout.unwrap_or(Duration::from_secs(5)),
+                    max_attempts: e.max_attempts.unwrap_or(8).max(1),
+                    queue_size: e.queue_size.unwrap_or(1024),
+                    backoff: e.backoff.unwrap_or(Duration::from_millis(500)),
+                })
+                .collect(),
         })
     }
 }

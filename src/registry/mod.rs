@@ -14,6 +14,7 @@ pub mod gc;
 pub mod manifest;
 pub mod metrics;
 pub mod names;
+pub mod notify;
 pub mod range;
 pub mod routes;
 pub mod server;
@@ -36,6 +37,7 @@ pub struct Registry<S: Store> {
     pub metrics: Metrics,
     pub gc: gc::Collector,
     pub pulls: usage::PullLog,
+    pub notifier: notify::Notifier,
     upload_hashes: UploadHashes,
 }
 
@@ -48,6 +50,7 @@ impl<S: Store> Registry<S> {
             metrics: Metrics::default(),
             gc: gc::Collector::default(),
             pulls: usage::PullLog::default(),
+            notifier: notify::Notifier::default(),
             upload_hashes: UploadHashes::default(),
         }
     }

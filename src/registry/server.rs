@@ -39,6 +39,8 @@ pub enum ServerError {
     },
     #[error("cannot use S3 storage: {0}")]
     S3(#[from] S3SetupError),
+    #[error(transparent)]
+    Notify(#[from] crate::registry::notify::NotifyError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -85,7 +87,7 @@ async fn metrics<S: Store>(
     }
     (
         [("content-type", "text/plain; version=0.0.4")],
-        registry.metrics.render() + &registry.gc.render(),
+        registry.metrics.render() + &registry.gc.render() + &registry.notifier.render(),
     )
         .into_response()
 }
@@ -144,7 +146,9 @@ async fn serve_store<S: Store>(
                 addr: config.listen.to_string(),
                 source,
             })?;
-    let registry = Arc::new(Registry::new(store, config.clone(), auth));
+    let mut registry = Registry::new(store, config.clone(), auth);
+    registry.notifier = crate::registry::notify::Notifier::start(&config.notifications)?;
+    let registry = Arc::new(registry);
     tokio::spawn(maintenance(registry.clone()));
     tracing::info!(
         listen = %config.listen,

@@ -32,6 +32,8 @@ pub struct AdminCredentials {
     pub password_sha256: String,
     /// `user:bcrypt-hash\n`
     pub htpasswd: String,
+    /// What the registry sends with its push events (`events_token`).
+    pub events_token: String,
 }
 
 impl std::fmt::Debug for AdminCredentials {
@@ -51,6 +53,13 @@ fn secret_value(secret: Option<&Secret>, key: &str) -> Option<String> {
 
 fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The bearer token a Registry's push events carry: derived from its admin password, so the
+/// operator can check it from the admin Secret without keeping more state, and it changes
+/// when the admin credential is rotated. It reveals nothing about the password.
+pub fn events_token(admin_password: &str) -> String {
+    sha256_hex(&format!("wharf push events\0{admin_password}"))
 }
 
 fn generate_password() -> Result<String, CredentialsError> {
@@ -93,6 +102,7 @@ pub fn admin_credentials(
     };
     Ok(AdminCredentials {
         username: ADMIN_USER.to_owned(),
+        events_token: events_token(&password),
         password,
         password_sha256,
         htpasswd,

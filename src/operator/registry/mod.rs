@@ -43,6 +43,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub default_image: String,
+    /// The operator's push events endpoint, which every Registry reports to.
+    pub events_url: Option<String>,
     pub stores: ChildStores,
 }
 
@@ -149,6 +151,7 @@ pub async fn run(
     recorder: Recorder,
     metrics: Arc<Metrics>,
     default_image: String,
+    events_url: Option<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (stores, streams) = stores::watch_children(&client);
@@ -157,6 +160,7 @@ pub async fn run(
         recorder,
         metrics,
         default_image,
+        events_url,
         stores,
     });
     let registries = Api::<DeserializeGuard<Registry>>::all(client);

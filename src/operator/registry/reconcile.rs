@@ -440,6 +440,7 @@ pub async fn reconcile(
         match build(&BuildInputs {
             registry: &registry,
             default_image: &ctx.default_image,
+            events_url: ctx.events_url.as_deref(),
             admin: &admin,
             self_signed: tls.as_ref(),
             cluster_ip: cluster_ip.as_deref(),

@@ -8,6 +8,7 @@ use crate::registry::error::RegistryError;
 use crate::registry::gc;
 use crate::registry::manifest::{self, Kind, MAX_MANIFEST_BYTES};
 use crate::registry::names::{Reference, RepoName, Tag};
+use crate::registry::notify::PushEvent;
 use crate::registry::storage::{Store, StoredManifest};
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -124,6 +125,15 @@ pub async fn put<S: Store>(
     }
     shared_push.finish(registry.store.as_ref()).await;
     registry.metrics.bytes_received(bytes.len() as u64);
+    for tag in &tags {
+        registry.notifier.notify(PushEvent::push(
+            repo.as_str(),
+            tag.as_str(),
+            &digest.to_string(),
+            &parsed.media_type,
+            bytes.len() as u64,
+        ));
+    }
     tracing::info!(repository = %repo, digest = %digest, tags = tags.len(), "manifest stored");
 
     let mut extra = vec![

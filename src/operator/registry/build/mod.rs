@@ -58,6 +58,8 @@ pub struct BuildInputs<'a> {
     pub registry: &'a Registry,
     /// The image the operator itself runs, used unless `spec.image` overrides it.
     pub default_image: &'a str,
+    /// Where the registry reports pushes (the operator's events endpoint), if anywhere.
+    pub events_url: Option<&'a str>,
     pub admin: &'a AdminCredentials,
     /// Present when `spec.tls.selfSigned` is set.
     pub self_signed: Option<&'a SelfSignedTls>,
@@ -184,8 +186,10 @@ fn serving_secret(registry: &Registry) -> Option<String> {
     }
 }
 
-/// The registry's own configuration file (see `src/registry/config.rs`).
-pub fn registry_config(registry: &Registry) -> String {
+/// The registry's own configuration file (see `src/registry/config.rs`). With `events_url`,
+/// pushes are reported to `<events_url>/events/<namespace>/<name>`, with the token in the
+/// htpasswd Secret.
+pub fn registry_config(registry: &Registry, events_url: Option<&str>) -> String {
     let mut htpasswd = vec![format!("{ADMIN_HTPASSWD_DIR}/htpasswd")];
     if user_htpasswd_secret(registry).is_some() {
         htpasswd.push(format!("{USERS_HTPASSWD_DIR}/htpasswd"));
@@ -237,6 +241,18 @@ pub fn registry_config(registry: &Registry) -> String {
         },
         "log": {"format": "json"},
     });
+    if let Some(url) = events_url {
+        config["notifications"] = serde_json::json!({"endpoints": [{
+            "name": "operator",
+            "url": format!(
+                "{}/events/{}/{}",
+                url.trim_end_matches('/'),
+                registry.namespace().unwrap_or_default(),
+                registry.name_any()
+            ),
+            "tokenFile": format!("{ADMIN_HTPASSWD_DIR}/events-token"),
+        }]});
+    }
     if tls_enabled(registry) {
         config["tls"] = serde_json::json!({
             "certFile": format!("{TLS_DIR}/tls.crt"),
@@ -766,7 +782,7 @@ pub fn build(inputs: &BuildInputs) -> Result<Children, BuildError> {
     }
     let name = registry.name_any();
     let names = ChildNames::new(&name);
-    let config_text = registry_config(registry);
+    let config_text = registry_config(registry, inputs.events_url);
 
     let mut admin_secret_meta = meta(registry, &owner, names.admin_secret());
     admin_secret_meta.annotations = Some(BTreeMap::from([(
@@ -790,7 +806,10 @@ pub fn build(inputs: &BuildInputs) -> Result<Children, BuildError> {
     let htpasswd_secret = Secret {
         metadata: htpasswd_meta,
         type_: Some("Opaque".into()),
-        data: Some(bytes(&[("htpasswd", &inputs.admin.htpasswd)])),
+        data: Some(bytes(&[
+            ("htpasswd", &inputs.admin.htpasswd),
+            ("events-token", &inputs.admin.events_token),
+        ])),
         ..Secret::default()
     };
     let self_signed = match (

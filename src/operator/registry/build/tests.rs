@@ -33,6 +33,7 @@ fn build_for(registry: &Registry) -> Children {
     build(&BuildInputs {
         registry,
         default_image: "wharf.local/wharf:dev",
+        events_url: None,
         admin: &admin,
         self_signed: tls.as_ref(),
         cluster_ip: None,
@@ -233,7 +234,7 @@ fn the_generated_config_is_one_the_registry_accepts() {
         "auth": {"anonymousPull": true, "htpasswdSecretRef": {"name": "team-users"}},
         "tls": {"secretRef": {"name": "team-cert"}},
     }));
-    let text = registry_config(&r);
+    let text = registry_config(&r, None);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");
     std::fs::write(&path, &text).unwrap();
@@ -383,6 +384,7 @@ fn s3_storage_runs_stateless_replicas_with_credentials_from_the_secret() {
     let built = build(&BuildInputs {
         registry: &r,
         default_image: "x",
+        events_url: None,
         admin: &admin,
         self_signed: None,
         cluster_ip: None,
@@ -465,6 +467,7 @@ fn same_inputs_same_objects_and_only_mounted_config_changes_roll_pods() {
     let inputs = |r| BuildInputs {
         registry: r,
         default_image: "wharf.local/wharf:dev",
+        events_url: None,
         admin: &admin,
         self_signed: None,
         cluster_ip: Some("10.96.0.10"),
@@ -614,6 +617,7 @@ fn node_access_points_every_service_name_at_the_cluster_ip_on_every_node() {
     let inputs = |ip| BuildInputs {
         registry: &r,
         default_image: "wharf.local/wharf:dev",
+        events_url: None,
         admin: &admin,
         self_signed: Some(&tls),
         cluster_ip: ip,
@@ -700,4 +704,41 @@ fn node_access_points_every_service_name_at_the_cluster_ip_on_every_node() {
     .unwrap();
     assert_eq!(built.node_access, None);
     assert!(dns_names(&r, Some("10.96.0.10")).contains(&"10.96.0.10".to_string()));
+}
+
+#[test]
+fn pushes_are_reported_to_the_operator_with_a_token_derived_from_the_admin_password() {
+    let r = registry(json!({"storage": {"emptyDir": {}}}));
+    let text = registry_config(&r, Some("http://wharf-events.wharf-system.svc:8081/"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, &text).unwrap();
+    let config = crate::registry::config::Config::resolve(&crate::registry::config::RegistryArgs {
+        config: Some(path),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let [endpoint] = config.notifications.as_slice() else {
+        panic!("one endpoint expected: {text}");
+    };
+    assert_eq!(
+        endpoint.url,
+        "http://wharf-events.wharf-system.svc:8081/events/team/main"
+    );
+    let token_file = endpoint.token_file.clone().unwrap();
+    assert!(token_file.ends_with("events-token"), "{token_file:?}");
+
+    let built = build_for(&r);
+    let data = built.htpasswd_secret.data.as_ref().unwrap();
+    let admin_password = String::from_utf8(
+        built.admin_secret.data.as_ref().unwrap()["password"]
+            .0
+            .clone(),
+    )
+    .unwrap();
+    assert_eq!(
+        data["events-token"].0,
+        crate::operator::registry::credentials::events_token(&admin_password).into_bytes()
+    );
+    assert!(!registry_config(&r, None).contains("notifications"));
 }
