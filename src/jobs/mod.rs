@@ -22,6 +22,8 @@ pub enum JobError {
     },
     #[error(transparent)]
     Admin(#[from] AdminClientError),
+    #[error(transparent)]
+    Oci(#[from] crate::oci_client::OciError),
     #[error("{0}")]
     Invalid(String),
 }

@@ -8,14 +8,14 @@
 mod in_use;
 mod listing;
 
-use super::{JobError, client, report};
+use super::{JobError, report};
 use crate::registry::auth::permissions::glob_matches;
 use crate::retention::evaluate::{Decision, evaluate};
 use crate::retention::{KeepRule, Policy};
 use clap::Args;
 use in_use::InUse;
 pub use listing::Api;
-use listing::encode;
+use listing::{Registry, encode};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -197,10 +197,10 @@ pub fn parse_policy(text: &str, api: Api) -> Result<(PolicyFile, Policy), JobErr
 /// Repositories the run covers: the catalog filtered by the policy's globs, or, for registries
 /// without a catalog, the policy's repositories when they are plain names.
 async fn covered_repositories(
-    registry: &crate::admin_client::AdminClient,
+    registry: &Registry,
     file: &PolicyFile,
 ) -> Result<Vec<String>, JobError> {
-    let listed = match listing::repositories(registry).await? {
+    let listed = match registry.repositories().await? {
         Some(all) => all,
         None if !file.repositories.is_empty()
             && file.repositories.iter().all(|r| !r.contains(['*', '?'])) =>
@@ -250,11 +250,11 @@ pub async fn run(args: RetentionArgs) -> Result<(), JobError> {
         }
         None => InUse::default(),
     };
-    let registry = client(&args.registry, args.ca_file.as_deref())?;
+    let registry = Registry::connect(&args.registry, args.ca_file.as_deref(), args.api)?;
     let now = crate::registry::auth::now_unix();
     let mut decisions: Vec<(String, Decision)> = Vec::new();
     for repo in covered_repositories(&registry, &file).await? {
-        let Some(manifests) = listing::manifests(&registry, args.api, &repo).await? else {
+        let Some(manifests) = registry.manifests(&repo).await? else {
             continue;
         };
         let mut repo_policy = policy.clone();
@@ -328,33 +328,18 @@ struct Deleted {
 /// Deletes tags first (so a manifest never loses a tag that should stay), then manifests with
 /// the tags that point at them; one refusal (a registry that cannot delete a tag alone, say)
 /// does not stop the rest.
-async fn delete(
-    registry: &crate::admin_client::AdminClient,
-    decisions: &[(String, Decision)],
-) -> Deleted {
+async fn delete(registry: &Registry, decisions: &[(String, Decision)]) -> Deleted {
     let mut done = Deleted::default();
     for (repo, d) in decisions {
         for tag in &d.delete_tags {
-            match registry
-                .delete_path(
-                    "delete a tag",
-                    &format!("/v2/{repo}/manifests/{}", encode(tag)),
-                )
-                .await
-            {
+            match registry.delete(repo, &encode(tag)).await {
                 Ok(existed) => done.tags += existed as usize,
                 Err(e) => done.errors.push(format!("{repo}:{tag}: {e}")),
             }
         }
         for manifest in &d.manifests {
             let digest = &manifest.digest;
-            match registry
-                .delete_path(
-                    "delete a manifest",
-                    &format!("/v2/{repo}/manifests/{digest}"),
-                )
-                .await
-            {
+            match registry.delete(repo, digest).await {
                 // Its tags go with it: they count as deleted tags, as the report listed them.
                 Ok(true) => {
                     done.manifests += 1;

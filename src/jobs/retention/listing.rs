@@ -1,11 +1,16 @@
-//! What a registry holds, as the evaluator needs it. A wharf registry lists every manifest
-//! with its tags, push and pull times and referrers (`GET /admin/v1/manifests`); any other OCI
-//! registry only lists tags, so each tag's digest is read with a HEAD and times are unknown.
+//! What a registry holds, as the evaluator needs it, and the deletions a run makes. A wharf
+//! registry lists every manifest with its tags, push and pull times and referrers
+//! (`GET /admin/v1/manifests`, through the admin client); any other OCI registry only lists
+//! tags, so each tag's digest is read with a HEAD and times are unknown. That side speaks the
+//! distribution API through `oci_client`, the client replication uses (token auth per scope,
+//! retries, pagination).
 
 use super::super::JobError;
 use crate::admin_client::AdminClient;
+use crate::oci_client::{Client as OciClient, Credentials, Endpoint, RetryPolicy};
 use crate::retention::Manifest;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// How the job talks to the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -29,13 +34,129 @@ pub fn encode(value: &str) -> String {
         .collect()
 }
 
+/// The registry a run lists and deletes in.
+pub enum Registry {
+    Wharf(AdminClient),
+    Oci(OciClient),
+}
+
+impl Registry {
+    /// Credentials from `WHARF_USERNAME` / `WHARF_PASSWORD` (empty for an anonymous endpoint).
+    pub fn connect(url: &str, ca_file: Option<&Path>, api: Api) -> Result<Registry, JobError> {
+        match api {
+            Api::Wharf => Ok(Registry::Wharf(super::super::client(url, ca_file)?)),
+            Api::Oci => {
+                let username = std::env::var("WHARF_USERNAME").unwrap_or_default();
+                let password = std::env::var("WHARF_PASSWORD").unwrap_or_default();
+                let endpoint = Endpoint {
+                    url: url.to_owned(),
+                    credentials: (!username.is_empty())
+                        .then_some(Credentials { username, password }),
+                    ca_file: ca_file.map(Path::to_path_buf),
+                    insecure: false,
+                };
+                Ok(Registry::Oci(OciClient::new(
+                    &endpoint,
+                    RetryPolicy::default(),
+                )?))
+            }
+        }
+    }
+
+    /// Every repository the credential may see, or `None` when the registry has no catalog.
+    pub async fn repositories(&self) -> Result<Option<Vec<String>>, JobError> {
+        let listed = match self {
+            Registry::Wharf(admin) => paged(
+                admin,
+                "list repositories",
+                "/v2/_catalog?n=1000".into(),
+                "repositories",
+            )
+            .await
+            .map_err(|e| (e.status(), JobError::from(e))),
+            Registry::Oci(oci) => oci
+                .catalog()
+                .await
+                .map(Some)
+                .map_err(|e| (e.status(), JobError::from(e))),
+        };
+        match listed {
+            Ok(list) => Ok(list),
+            // Registries that refuse the catalog (403, 401 for token-only catalogs) are common.
+            Err((Some(401 | 403 | 404 | 405), _)) => Ok(None),
+            Err((_, e)) => Err(e),
+        }
+    }
+
+    /// A repository's manifests; `None` when it does not exist.
+    pub async fn manifests(&self, repository: &str) -> Result<Option<Vec<Manifest>>, JobError> {
+        match self {
+            Registry::Wharf(admin) => {
+                let Some(listing) = admin
+                    .get_json(
+                        "list manifests",
+                        &format!("/admin/v1/manifests?repository={}", encode(repository)),
+                    )
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                serde_json::from_value(listing["manifests"].clone())
+                    .map(Some)
+                    .map_err(|e| {
+                        JobError::Invalid(format!(
+                            "the listing of {repository} is not understood: {e}"
+                        ))
+                    })
+            }
+            Registry::Oci(oci) => {
+                let tags = oci.list_tags(repository).await?;
+                if tags.is_empty() {
+                    return Ok(None);
+                }
+                let mut by_digest: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for tag in tags {
+                    let head = oci.head_manifest(repository, &encode(&tag)).await?;
+                    if let Some(digest) = head.and_then(|h| h.digest) {
+                        by_digest.entry(digest.to_string()).or_default().push(tag);
+                    }
+                }
+                Ok(Some(
+                    by_digest
+                        .into_iter()
+                        .map(|(digest, tags)| oci_manifest(digest, tags))
+                        .collect(),
+                ))
+            }
+        }
+    }
+
+    /// Deletes a tag (`reference` percent-encoded) or, by digest, a manifest; `false` when it
+    /// was not there.
+    pub async fn delete(&self, repository: &str, reference: &str) -> Result<bool, String> {
+        match self {
+            Registry::Wharf(admin) => admin
+                .delete_path(
+                    "delete a manifest or tag",
+                    &format!("/v2/{repository}/manifests/{reference}"),
+                )
+                .await
+                .map_err(|e| e.to_string()),
+            Registry::Oci(oci) => oci
+                .delete_manifest(repository, reference)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// Follows `Link: <…>; rel="next"` pages of a listing, collecting the strings under `key`.
 async fn paged(
     registry: &AdminClient,
     what: &'static str,
     first: String,
     key: &str,
-) -> Result<Option<Vec<String>>, JobError> {
+) -> Result<Option<Vec<String>>, crate::admin_client::AdminClientError> {
     let mut out = Vec::new();
     let mut next = Some(first);
     let mut pages = 0;
@@ -58,75 +179,6 @@ async fn paged(
         next = link;
     }
     Ok(Some(out))
-}
-
-/// Every repository the credential may see, or `None` when the registry has no catalog.
-pub async fn repositories(registry: &AdminClient) -> Result<Option<Vec<String>>, JobError> {
-    let listed = paged(
-        registry,
-        "list repositories",
-        "/v2/_catalog?n=1000".into(),
-        "repositories",
-    )
-    .await;
-    match listed {
-        Ok(list) => Ok(list),
-        // Registries that refuse the catalog (403, 401 for token-only catalogs) are common.
-        Err(JobError::Admin(e)) if matches!(e.status(), Some(401 | 403 | 405)) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// A repository's manifests; `None` when it does not exist.
-pub async fn manifests(
-    registry: &AdminClient,
-    api: Api,
-    repository: &str,
-) -> Result<Option<Vec<Manifest>>, JobError> {
-    match api {
-        Api::Wharf => {
-            let Some(listing) = registry
-                .get_json(
-                    "list manifests",
-                    &format!("/admin/v1/manifests?repository={}", encode(repository)),
-                )
-                .await?
-            else {
-                return Ok(None);
-            };
-            serde_json::from_value(listing["manifests"].clone())
-                .map(Some)
-                .map_err(|e| {
-                    JobError::Invalid(format!(
-                        "the listing of {repository} is not understood: {e}"
-                    ))
-                })
-        }
-        Api::Oci => {
-            let Some(tags) = paged(
-                registry,
-                "list tags",
-                format!("/v2/{repository}/tags/list?n=1000"),
-                "tags",
-            )
-            .await?
-            else {
-                return Ok(None);
-            };
-            let mut by_digest: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            for tag in tags {
-                if let Some(digest) = registry.manifest_digest(repository, &encode(&tag)).await? {
-                    by_digest.entry(digest).or_default().push(tag);
-                }
-            }
-            Ok(Some(
-                by_digest
-                    .into_iter()
-                    .map(|(digest, tags)| oci_manifest(digest, tags))
-                    .collect(),
-            ))
-        }
-    }
 }
 
 /// A manifest of a registry that does not say when it was pushed or pulled: rules on times
