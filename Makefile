@@ -10,7 +10,7 @@ IMAGE ?= wharf.local/wharf:dev
 export WHARF_IMAGE := $(IMAGE)
 PYTEST ?= python3 -m pytest
 
-.PHONY: crds help run test test-unit test-e2e e2e build lint fmt image cluster-up cluster-down deps tools bench bench-operator bench-pull-credentials bench-gc bench-s3 clean
+.PHONY: crds help run test test-unit test-e2e e2e build lint fmt image cluster-up cluster-down deps tools bench bench-operator bench-pull-credentials bench-gc bench-s3 bench-replication clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -59,16 +59,21 @@ cluster-up: ## start the local Kubernetes cluster (idempotent)
 cluster-down: ## stop the local cluster and remove everything it created
 	@e2e/cluster/down.sh
 
-bench: ## wharf vs the reference registry side by side (../shared/bench), then the operator, pull credentials and GC at scale; writes docs/benchmarks.md
+bench: ## wharf vs the reference registry side by side (../shared/bench), then the operator, pull credentials, GC, S3 and replication; writes docs/benchmarks.md
 	@e2e/bench/run.sh
 	@$(MAKE) --no-print-directory bench-operator
 	@$(MAKE) --no-print-directory bench-pull-credentials
 	@$(MAKE) --no-print-directory bench-gc
 	@$(MAKE) --no-print-directory bench-s3
+	@$(MAKE) --no-print-directory bench-replication
 
 bench-operator: ## the operator with 50 Registries on the local cluster (installs it like make run)
 	@e2e/run.sh >/dev/null
 	@KUBECONFIG=$${KUBECONFIG:-$(CLUSTER_DIR)/kubeconfig} KUBECTL=$$(test -x $(CLUSTER_DIR)/bin/kubectl && echo $(CLUSTER_DIR)/bin/kubectl || echo kubectl) python3 e2e/bench/operator.py
+
+bench-replication: ## wharf replicate against skopeo sync: 200 images (about 1 GiB) between Distribution registries
+	@e2e/tools/install-deps.sh
+	@python3 e2e/bench/replication.py
 
 bench-s3: ## wharf on S3 against Distribution's s3 driver on the same S3 server (registry-bench, then GC of 100,000 blobs)
 	@e2e/tools/install-deps.sh
