@@ -20,6 +20,7 @@ pub mod job_results;
 pub mod leader;
 pub mod metrics;
 pub mod ownership;
+pub mod policy_runs;
 pub mod pullcredential;
 pub mod registry;
 pub mod replication;

@@ -5,11 +5,12 @@
 use super::names::{POLICY_LABEL, PUSHED_ANNOTATION, PolicyNames, Side, labels};
 use crate::crd::registry::Registry;
 use crate::crd::replication_policy::{ReplicationEndpoint, ReplicationPolicy};
+use crate::operator::policy_runs::{cron_job_spec, run_job_spec};
 use crate::operator::registry::build::{job_pod, registry_ca, registry_url};
-use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, EnvVar, KeyToPath, PodSpec, PodTemplateSpec,
-    SecretVolumeSource, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, EnvVar, KeyToPath, PodSpec, SecretVolumeSource, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -269,20 +270,8 @@ pub fn run_pod(
 }
 
 fn job_spec(policy: &ReplicationPolicy, pod: PodSpec, ttl: Option<i32>) -> JobSpec {
-    JobSpec {
-        // A retried run compares both sides again and copies only what is missing.
-        backoff_limit: Some(2),
-        active_deadline_seconds: Some(6 * 3600),
-        ttl_seconds_after_finished: ttl,
-        template: PodTemplateSpec {
-            metadata: Some(ObjectMeta {
-                labels: Some(labels(&policy.name_any())),
-                ..ObjectMeta::default()
-            }),
-            spec: Some(pod),
-        },
-        ..JobSpec::default()
-    }
+    // A retried run compares both sides again and copies only what is missing.
+    run_job_spec(labels(&policy.name_any()), pod, 2, ttl)
 }
 
 /// `None` when the policy has no schedule.
@@ -298,25 +287,16 @@ pub fn cron_job(
         policy: &name,
         namespace: &namespace,
     };
-    let history = policy.spec.history.clone().unwrap_or_default();
     Some(CronJob {
         metadata: meta(policy, owner, names.cron_job()),
-        spec: Some(CronJobSpec {
+        spec: Some(cron_job_spec(
             schedule,
-            time_zone: trigger.time_zone.clone(),
-            suspend: Some(trigger.suspend.unwrap_or(false)),
-            concurrency_policy: Some("Forbid".into()),
-            starting_deadline_seconds: Some(600),
-            successful_jobs_history_limit: Some(history.successful.unwrap_or(3)),
-            failed_jobs_history_limit: Some(history.failed.unwrap_or(3)),
-            job_template: JobTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(&name)),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(job_spec(policy, pod, None)),
-            },
-        }),
+            trigger.time_zone.clone(),
+            trigger.suspend.unwrap_or(false),
+            policy.spec.history.as_ref(),
+            labels(&name),
+            job_spec(policy, pod, None),
+        )),
         ..CronJob::default()
     })
 }

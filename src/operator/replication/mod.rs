@@ -31,7 +31,6 @@ use names::POLICY_LABEL;
 use reconcile::ReconcileError;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const CONTROLLER: &str = "replicationpolicy";
 
@@ -61,21 +60,7 @@ fn error_policy(
     error: &ReconcileError,
     _ctx: Arc<Context>,
 ) -> Action {
-    tracing::warn!(
-        policy = %policy.name_any(),
-        namespace = policy.namespace().as_deref().unwrap_or(""),
-        category = error.category(),
-        error = %error,
-        "reconcile failed; retrying"
-    );
-    Action::requeue(Duration::from_secs(10))
-}
-
-/// The policy a labelled child belongs to.
-fn owning_policy<K: ResourceExt>(child: K) -> Option<ObjectRef<ReplicationPolicy>> {
-    let namespace = child.namespace()?;
-    let policy = child.labels().get(POLICY_LABEL)?.clone();
-    Some(ObjectRef::new(&policy).within(&namespace))
+    crate::operator::policy_runs::retry_after_error(policy.as_ref(), error)
 }
 
 fn names_registry(policy: &ReplicationPolicy, registry: &str) -> bool {
@@ -115,7 +100,11 @@ pub async fn run(
         .owns(Api::<ConfigMap>::all(client.clone()), labelled.clone())
         .owns(Api::<Secret>::all(client.clone()), labelled.clone())
         // Scheduled Jobs belong to the CronJob, so all Jobs are mapped by label.
-        .watches(Api::<Job>::all(client.clone()), labelled, owning_policy)
+        .watches(
+            Api::<Job>::all(client.clone()),
+            labelled,
+            crate::operator::policy_runs::owning_policy(POLICY_LABEL),
+        )
         .watches(
             Api::<Registry>::all(client.clone()),
             watcher::Config::default().any_semantic(),

@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -225,13 +225,8 @@ async fn start_runs(
             continue;
         };
         let job = build::job(&policy, &owner, pod, &kind);
-        match jobs.create(&PostParams::default(), &job).await {
-            Ok(_) => {
-                tracing::info!(policy = %policy.name_any(), namespace, repository = %event.repository, tag, job = %job.name_any(), "push-triggered run started");
-            }
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(e),
-        }
+        crate::operator::policy_runs::start_job(&jobs, &job).await?;
+        tracing::info!(policy = %policy.name_any(), namespace, repository = %event.repository, tag, job = %job.name_any(), "push-triggered run started");
         started.push(format!("{}/{}", policy.name_any(), job.name_any()));
     }
     Ok(started)

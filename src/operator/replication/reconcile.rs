@@ -10,9 +10,11 @@ use super::runs::{self, Jobs};
 use super::status::{Observed, compute, describe};
 use crate::crd::registry::Registry;
 use crate::crd::replication_policy::{RegistrySide, ReplicationEndpoint, ReplicationPolicy};
-use crate::crd::retention_policy::{REQUESTED_AT_ANNOTATION, REQUESTED_DRY_RUN_ANNOTATION};
-use crate::operator::apply::{ApplyError, FIELD_MANAGER, apply, prune};
+use crate::crd::retention_policy::REQUESTED_AT_ANNOTATION;
+use crate::operator::apply::{apply, prune};
 use crate::operator::finalizers;
+pub use crate::operator::policy_runs::ReconcileError;
+use crate::operator::policy_runs::{self, api_error};
 use crate::operator::retention::status::Blocker;
 use crate::operator::robots::{self, RobotError};
 use crate::replication::select::Rules;
@@ -21,7 +23,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
@@ -34,28 +36,6 @@ const WAIT_RETRY: Duration = Duration::from_secs(15);
 const RUNNING_RETRY: Duration = Duration::from_secs(30);
 /// A deleted policy whose Registry cannot be reached gives up revoking its robots after this.
 const REVOKE_PATIENCE: Duration = Duration::from_secs(300);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error("cannot {what}: {source}")]
-    Api { what: String, source: kube::Error },
-    #[error(transparent)]
-    Apply(#[from] ApplyError),
-}
-
-impl ReconcileError {
-    pub fn category(&self) -> &'static str {
-        match self {
-            ReconcileError::Api { .. } => "api",
-            ReconcileError::Apply(_) => "apply",
-        }
-    }
-}
-
-fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileError {
-    let what = what.into();
-    move |source| ReconcileError::Api { what, source }
-}
 
 /// Whether the spec can be run at all: rules that compile and options that parse (what CEL
 /// cannot check). Pure.
@@ -318,15 +298,7 @@ pub async fn reconcile(
         && previous.last_requested_at.as_ref() != Some(requested)
         && observed.active_runs.is_empty()
     {
-        let dry_run = match policy
-            .annotations()
-            .get(REQUESTED_DRY_RUN_ANNOTATION)
-            .map(String::as_str)
-        {
-            Some("false") => Some(false),
-            Some("true") => Some(true),
-            _ => None,
-        };
+        let dry_run = policy_runs::requested_dry_run(policy.annotations());
         let kind = RunKind::Requested {
             requested_at: requested.clone(),
             dry_run,
@@ -334,11 +306,9 @@ pub async fn reconcile(
         let pod = build::run_pod(&policy, source, destination, &ctx.default_image, &kind)
             .expect("built above with the same inputs");
         let job = build::job(&policy, &owner, pod, &kind);
-        match jobs_api.create(&PostParams::default(), &job).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(api_error("start the requested run")(e)),
-        }
+        policy_runs::start_job(&jobs_api, &job)
+            .await
+            .map_err(api_error("start the requested run"))?;
         let job_name = job.name_any();
         publish(
             &ctx,
@@ -398,22 +368,14 @@ async fn write_status(
     ctx: &Context,
 ) -> Result<(), ReconcileError> {
     let status = compute(policy, observed, &Time(Timestamp::now()));
-    if policy.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let api: Api<ReplicationPolicy> =
-        Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": "wharf.dev/v1alpha1", "kind": "ReplicationPolicy", "status": status,
-    });
-    api.patch_status(
-        &policy.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
+    policy_runs::write_status(
+        &ctx.client,
+        policy,
+        "ReplicationPolicy",
+        policy.status.as_ref(),
+        &status,
     )
     .await
-    .map_err(api_error("update the status"))?;
-    Ok(())
 }
 
 /// Revokes the robots (what the Secrets owned by the policy cannot take with them), then lets

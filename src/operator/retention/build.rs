@@ -5,13 +5,13 @@
 use super::names::{GC_COMPONENT, POLICY_LABEL, PolicyNames, RUN_COMPONENT, labels};
 use crate::crd::registry::Registry;
 use crate::crd::retention_policy::{RetentionPolicy, RetentionRun};
+use crate::operator::policy_runs::{cron_job_spec, run_job_spec};
 use crate::operator::registry::build::{
     env, env_from_secret, gc_pod, job_pod, registry_ca, registry_url,
 };
-use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, KeyToPath, PodSpec, PodTemplateSpec, SecretVolumeSource,
-    Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, KeyToPath, PodSpec, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
@@ -209,21 +209,9 @@ pub fn run_pod(
 }
 
 fn job_spec(policy: &RetentionPolicy, pod: PodSpec, component: &str, ttl: Option<i32>) -> JobSpec {
-    JobSpec {
-        // A retried run decides again from scratch, so one retry is safe; more only hide a
-        // persistent problem.
-        backoff_limit: Some(1),
-        active_deadline_seconds: Some(6 * 3600),
-        ttl_seconds_after_finished: ttl,
-        template: PodTemplateSpec {
-            metadata: Some(ObjectMeta {
-                labels: Some(labels(&policy.name_any(), component)),
-                ..ObjectMeta::default()
-            }),
-            spec: Some(pod),
-        },
-        ..JobSpec::default()
-    }
+    // A retried run decides again from scratch, so one retry is safe; more only hide a
+    // persistent problem.
+    run_job_spec(labels(&policy.name_any(), component), pod, 1, ttl)
 }
 
 /// `None` when the policy has no schedule (it runs only on demand).
@@ -235,25 +223,16 @@ pub fn cron_job(policy: &RetentionPolicy, owner: &OwnerReference, pod: PodSpec) 
         policy: &name,
         namespace: &namespace,
     };
-    let history = spec.history.clone().unwrap_or_default();
     Some(CronJob {
         metadata: meta(policy, owner, names.cron_job(), RUN_COMPONENT),
-        spec: Some(CronJobSpec {
+        spec: Some(cron_job_spec(
             schedule,
-            time_zone: spec.time_zone.clone(),
-            suspend: Some(spec.suspend.unwrap_or(false)),
-            concurrency_policy: Some("Forbid".into()),
-            starting_deadline_seconds: Some(600),
-            successful_jobs_history_limit: Some(history.successful.unwrap_or(3)),
-            failed_jobs_history_limit: Some(history.failed.unwrap_or(3)),
-            job_template: JobTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(&name, RUN_COMPONENT)),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(job_spec(policy, pod, RUN_COMPONENT, None)),
-            },
-        }),
+            spec.time_zone.clone(),
+            spec.suspend.unwrap_or(false),
+            spec.history.as_ref(),
+            labels(&name, RUN_COMPONENT),
+            job_spec(policy, pod, RUN_COMPONENT, None),
+        )),
         ..CronJob::default()
     })
 }

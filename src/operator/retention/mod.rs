@@ -64,21 +64,7 @@ fn error_policy(
     error: &ReconcileError,
     _ctx: Arc<Context>,
 ) -> Action {
-    tracing::warn!(
-        policy = %policy.name_any(),
-        namespace = policy.namespace().as_deref().unwrap_or(""),
-        category = error.category(),
-        error = %error,
-        "reconcile failed; retrying"
-    );
-    Action::requeue(Duration::from_secs(10))
-}
-
-/// The policy a labelled child belongs to.
-fn owning_policy<K: ResourceExt>(child: K) -> Option<ObjectRef<RetentionPolicy>> {
-    let namespace = child.namespace()?;
-    let policy = child.labels().get(POLICY_LABEL)?.clone();
-    Some(ObjectRef::new(&policy).within(&namespace))
+    crate::operator::policy_runs::retry_after_error(policy.as_ref(), error)
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -118,7 +104,11 @@ pub async fn run(
         .owns(Api::<ConfigMap>::all(client.clone()), labelled.clone())
         .owns(Api::<Secret>::all(client.clone()), labelled.clone())
         // Scheduled Jobs belong to the CronJob, so they are mapped by label.
-        .watches(Api::<Job>::all(client.clone()), labelled, owning_policy)
+        .watches(
+            Api::<Job>::all(client.clone()),
+            labelled,
+            crate::operator::policy_runs::owning_policy(POLICY_LABEL),
+        )
         .watches(
             Api::<Registry>::all(client.clone()),
             watcher::Config::default().any_semantic(),

@@ -9,17 +9,17 @@ use super::names::{FINALIZER, PolicyNames};
 use super::runs::{self, Jobs};
 use super::status::{Blocker, Observed, compute};
 use crate::crd::registry::Registry;
-use crate::crd::retention_policy::{
-    REQUESTED_AT_ANNOTATION, REQUESTED_DRY_RUN_ANNOTATION, RetentionPolicy,
-};
+use crate::crd::retention_policy::{REQUESTED_AT_ANNOTATION, RetentionPolicy};
 use crate::jobs::retention::{Api as RegistryApi, parse_policy};
-use crate::operator::apply::{ApplyError, FIELD_MANAGER, apply, prune};
+use crate::operator::apply::{apply, prune};
+pub use crate::operator::policy_runs::ReconcileError;
+use crate::operator::policy_runs::{self, api_error};
 use crate::operator::{finalizers, job_results};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
@@ -32,28 +32,6 @@ const WAIT_RETRY: Duration = Duration::from_secs(15);
 const RUNNING_RETRY: Duration = Duration::from_secs(30);
 /// A deleted policy whose Registry cannot be reached gives up revoking its robot after this.
 const REVOKE_PATIENCE: Duration = Duration::from_secs(300);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error("cannot {what}: {source}")]
-    Api { what: String, source: kube::Error },
-    #[error(transparent)]
-    Apply(#[from] ApplyError),
-}
-
-impl ReconcileError {
-    pub fn category(&self) -> &'static str {
-        match self {
-            ReconcileError::Api { .. } => "api",
-            ReconcileError::Apply(_) => "apply",
-        }
-    }
-}
-
-fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileError {
-    let what = what.into();
-    move |source| ReconcileError::Api { what, source }
-}
 
 pub async fn reconcile(
     policy: Arc<RetentionPolicy>,
@@ -199,23 +177,13 @@ pub async fn reconcile(
         if observed.active_run.is_some() {
             requeue = Some(RUNNING_RETRY);
         } else {
-            let dry_run = match policy
-                .annotations()
-                .get(REQUESTED_DRY_RUN_ANNOTATION)
-                .map(String::as_str)
-            {
-                Some("false") => Some(false),
-                Some("true") => Some(true),
-                _ => None,
-            };
+            let dry_run = policy_runs::requested_dry_run(policy.annotations());
             let pod = build::run_pod(&policy, registry.as_ref(), &ctx.default_image, dry_run)
                 .expect("built above with the same inputs");
             let job = build::requested_job(&policy, &owner, pod, requested);
-            match jobs_api.create(&PostParams::default(), &job).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
-                Err(e) => return Err(api_error("start the requested run")(e)),
-            }
+            policy_runs::start_job(&jobs_api, &job)
+                .await
+                .map_err(api_error("start the requested run"))?;
             let job_name = job.name_any();
             publish(
                 &ctx,
@@ -341,22 +309,14 @@ async fn write_status(
     ctx: &Context,
 ) -> Result<(), ReconcileError> {
     let status = compute(policy, observed, &Time(Timestamp::now()));
-    if policy.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let api: Api<RetentionPolicy> =
-        Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": "wharf.dev/v1alpha1", "kind": "RetentionPolicy", "status": status,
-    });
-    api.patch_status(
-        &policy.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
+    policy_runs::write_status(
+        &ctx.client,
+        policy,
+        "RetentionPolicy",
+        policy.status.as_ref(),
+        &status,
     )
     .await
-    .map_err(api_error("update the status"))?;
-    Ok(())
 }
 
 async fn ensure_finalizer(policy: &RetentionPolicy, ctx: &Context) -> Result<(), ReconcileError> {
