@@ -407,19 +407,40 @@ impl S3Store {
     }
 
     /// Writes only when nothing is at `key`; returns whether it wrote.
+    ///
+    /// "Already exists" is checked against what is there: the same bytes mean our own write
+    /// landed and its answer was lost (the client retried a PUT the server had done), and
+    /// nothing at all means the server's transient conflict (versitygw's posix backend answers
+    /// 409 while a delete nearby removes a shared parent directory): write again.
     pub(super) async fn create_bytes(&self, key: &Path, bytes: Bytes) -> StorageResult<bool> {
-        let options = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        match self
-            .client
-            .put_opts(key, PutPayload::from(bytes), options)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(storage_error("create", key, e)),
+        let mut attempt = 0;
+        loop {
+            let options = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            match self
+                .client
+                .put_opts(key, PutPayload::from(bytes.clone()), options)
+                .await
+            {
+                Ok(_) => return Ok(true),
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    match self.get_bytes(key).await? {
+                        Some(there) => return Ok(there == bytes),
+                        None if attempt < 5 => {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+                        }
+                        None => {
+                            return Err(StorageError::Unavailable(format!(
+                                "create {key}: the server keeps answering that it exists, yet nothing is there"
+                            )));
+                        }
+                    }
+                }
+                Err(e) => return Err(storage_error("create", key, e)),
+            }
         }
     }
 
