@@ -148,6 +148,28 @@ pub fn cron_job_spec(
     }
 }
 
+/// Applies the policy's CronJob, or prunes it when the policy has no schedule (any more).
+pub async fn keep_schedule(
+    cron_jobs: &Api<k8s_openapi::api::batch::v1::CronJob>,
+    name: &str,
+    desired: Option<k8s_openapi::api::batch::v1::CronJob>,
+    owner_uid: &str,
+) -> Result<(), ReconcileError> {
+    let live = cron_jobs
+        .get_opt(name)
+        .await
+        .map_err(api_error("read the CronJob"))?;
+    match desired {
+        Some(desired) => {
+            crate::operator::apply::apply(cron_jobs, &desired, live.as_ref()).await?;
+        }
+        None => {
+            crate::operator::apply::prune(cron_jobs, live.as_ref(), owner_uid).await?;
+        }
+    }
+    Ok(())
+}
+
 /// `wharf.dev/requested-dry-run` of an on-demand run: `Some` only for `"true"` or `"false"`.
 pub fn requested_dry_run(annotations: &BTreeMap<String, String>) -> Option<bool> {
     match annotations

@@ -11,7 +11,7 @@ use super::status::{Blocker, Observed, compute};
 use crate::crd::registry::Registry;
 use crate::crd::retention_policy::{REQUESTED_AT_ANNOTATION, RetentionPolicy};
 use crate::jobs::retention::{Api as RegistryApi, parse_policy};
-use crate::operator::apply::{apply, prune};
+use crate::operator::apply::apply;
 pub use crate::operator::policy_runs::ReconcileError;
 use crate::operator::policy_runs::{self, api_error};
 use crate::operator::{finalizers, job_results};
@@ -145,18 +145,13 @@ pub async fn reconcile(
         .map_err(api_error("read the policy ConfigMap"))?;
     apply(&config_maps, &desired, live.as_ref()).await?;
     let cron_jobs: Api<CronJob> = Api::namespaced(ctx.client.clone(), &namespace);
-    let live = cron_jobs
-        .get_opt(&names.cron_job())
-        .await
-        .map_err(api_error("read the CronJob"))?;
-    match build::cron_job(&policy, &owner, pod.clone()) {
-        Some(desired) => {
-            apply(&cron_jobs, &desired, live.as_ref()).await?;
-        }
-        None => {
-            prune(&cron_jobs, live.as_ref(), owner.uid.as_str()).await?;
-        }
-    }
+    policy_runs::keep_schedule(
+        &cron_jobs,
+        &names.cron_job(),
+        build::cron_job(&policy, &owner, pod.clone()),
+        owner.uid.as_str(),
+    )
+    .await?;
 
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
     let jobs = Jobs::sort(
